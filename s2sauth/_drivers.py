@@ -1,0 +1,59 @@
+"""Drivers for the sans-IO flows of both cores.
+
+A *flow* is a generator that yields the :class:`~s2sauth._http.HTTPRequest` it
+needs, is sent back the :class:`~s2sauth._http.HTTPResponse` (or has a
+:class:`~s2sauth._http.TransportError` thrown into it), and finally returns its
+result::
+
+    def fetch_flow(audience) -> Flow[str]:
+        response = yield identity_request(audience)   # plain data, no I/O
+        return parse_identity_response(response)
+
+The flow decides everything (what to ask, how to read the answer, whether an
+error is worth another try); a driver only moves bytes. ``run_sync`` moves them
+on the calling thread; ``run_async`` moves them in a worker thread so that the
+event loop never blocks. Both are the same loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TypeAlias, TypeVar
+
+from ._http import HTTPRequest, HTTPResponse, Transport, TransportError, run_in_thread
+
+T = TypeVar("T")
+
+Flow: TypeAlias = Generator[HTTPRequest, HTTPResponse, T]
+
+
+def run_sync(flow: Flow[T], transport: Transport) -> T:
+    """Drive ``flow`` to completion, performing each request with ``transport``."""
+    try:
+        request = next(flow)
+        while True:
+            try:
+                response = transport(request)
+            except TransportError as exc:
+                request = flow.throw(exc)
+            else:
+                request = flow.send(response)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def run_async(flow: Flow[T], transport: Transport) -> T:
+    """Drive ``flow`` like :func:`run_sync`, each request made off the event loop."""
+    try:
+        request = next(flow)
+        while True:
+            try:
+                response = await run_in_thread(transport, request)
+            except TransportError as exc:
+                request = flow.throw(exc)
+            else:
+                request = flow.send(response)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result

@@ -1,0 +1,114 @@
+"""Single flight: at most one call per key in progress, shared by every thread and task.
+
+Both cores need the same thing: when a cached value (an ID token, a key set) is
+missing or expired and a hundred requests ask for it at the same moment, exactly
+one fetch runs and everybody gets its outcome. The coordination point is a
+``concurrent.futures.Future`` per key, which threads wait on directly and
+asyncio/trio tasks await (see :func:`~s2sauth._http.wait_future`), so a thread
+and a task asking together still share one fetch.
+
+Blocking work for async callers, and refresh-ahead work for anyone, runs on a
+small shared thread pool; the event loop never does I/O.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from ._http import wait_future
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+logger = logging.getLogger("s2sauth")
+
+_executor_lock = threading.Lock()
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _shared_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=8, thread_name_prefix="s2sauth"
+            )
+        return _executor
+
+
+class SingleFlight(Generic[K, V]):
+    """Coalesce concurrent calls per key across threads and asyncio/trio tasks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[K, concurrent.futures.Future[V]] = {}
+
+    def in_flight(self, key: K) -> bool:
+        """Whether a call for ``key`` is running now."""
+        with self._lock:
+            return key in self._calls
+
+    def do(self, key: K, fn: Callable[[], V]) -> V:
+        """Run ``fn`` for ``key`` on this thread, or wait for the call already running."""
+        future, owner = self._claim(key)
+        if owner:
+            self._complete(key, future, fn)
+        return future.result()
+
+    async def ado(self, key: K, fn: Callable[[], V]) -> V:
+        """Like :meth:`do` for async callers: ``fn`` runs in a worker thread.
+
+        Cancelling one waiter never cancels the call for the others, and a call
+        whose owner was cancelled still completes and resolves every waiter.
+        """
+        future, owner = self._claim(key)
+        if owner:
+            _shared_executor().submit(self._complete, key, future, fn)
+        return await wait_future(future)
+
+    def start(self, key: K, fn: Callable[[], V]) -> bool:
+        """Start ``fn`` in the background unless a call for ``key`` is running.
+
+        Returns whether a new call was started. The outcome is not waited for;
+        a failure is logged and otherwise dropped (the caller keeps what it has).
+        """
+        future, owner = self._claim(key)
+        if not owner:
+            return False
+        _shared_executor().submit(self._complete, key, future, fn)
+        # Consume the outcome so an exception is never reported as "never retrieved".
+        future.add_done_callback(_log_background_failure)
+        return True
+
+    def _claim(self, key: K) -> tuple[concurrent.futures.Future[V], bool]:
+        with self._lock:
+            future = self._calls.get(key)
+            if future is not None:
+                return future, False
+            future = concurrent.futures.Future()
+            # A running future cannot be cancelled, so no waiter can cancel it for all.
+            future.set_running_or_notify_cancel()
+            self._calls[key] = future
+            return future, True
+
+    def _complete(self, key: K, future: concurrent.futures.Future[V], fn: Callable[[], V]) -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            with self._lock:
+                del self._calls[key]
+            future.set_exception(exc)
+        else:
+            with self._lock:
+                del self._calls[key]
+            future.set_result(result)
+
+
+def _log_background_failure(future: concurrent.futures.Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        logger.debug("background refresh failed: %s", exc)

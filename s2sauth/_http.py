@@ -1,0 +1,223 @@
+"""Tiny HTTP values and the one transport the cores use for their own calls.
+
+The cores never import a client library. They describe a request as an
+:class:`HTTPRequest`, and a *transport* (any ``Callable[[HTTPRequest],
+HTTPResponse]``) performs it. The default, :class:`HTTPTransport`, is the
+standard library's ``http.client`` over a small per-origin connection pool:
+
+* it never consults ``HTTP_PROXY``/``HTTPS_PROXY`` (``http.client`` has no
+  notion of proxies), which is what metadata-server calls require;
+* it never follows redirects;
+* it is never the user's client, so the user's hooks, base URL and proxies
+  cannot apply to token or key fetches.
+
+Connection failures and timeouts become :class:`TransportError`; the cores turn
+that into their own public errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import http.client
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+#: Seconds a single request may take before it counts as a timeout.
+DEFAULT_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class HTTPRequest:
+    """A request a core wants made: plain data, no I/O."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class HTTPResponse:
+    """What came back. ``headers`` keys are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or ``None``."""
+        return self.headers.get(name.lower())
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8, undecodable bytes replaced."""
+        return self.body.decode("utf-8", "replace")
+
+
+class TransportError(Exception):
+    """The request could not be completed: connection refused/reset, or a timeout."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+Transport: TypeAlias = Callable[[HTTPRequest], HTTPResponse]
+
+_MAX_IDLE_PER_ORIGIN = 8
+# Errors that mean a pooled keep-alive connection was closed by the peer while idle.
+_STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
+
+
+class HTTPTransport:
+    """A pooled, proxy-free, redirect-free ``http.client`` transport.
+
+    Safe to share between threads. One instance keeps up to a few idle
+    keep-alive connections per origin, so a warm cache refresh costs one round
+    trip and no TCP handshake.
+
+    Args:
+        ssl_context: for ``https`` URLs; the system's default trust store if omitted.
+    """
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: HTTPRequest) -> HTTPResponse:
+        parts = urlsplit(request.url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"unsupported URL {request.url!r}: need http:// or https://")
+        port = parts.port or (443 if scheme == "https" else 80)
+        origin = (scheme, parts.hostname, port)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        conn, reused = self._checkout(origin, request.timeout)
+        try:
+            try:
+                response = self._send(conn, request, target)
+            except _STALE_CONNECTION_ERRORS:
+                if not reused:
+                    raise
+                # The pooled connection had been closed by the server while idle;
+                # the request never reached it, so one fresh attempt is safe.
+                conn.close()
+                conn, reused = self._connect(origin, request.timeout), False
+                response = self._send(conn, request, target)
+        except TimeoutError as exc:
+            conn.close()
+            raise TransportError(
+                f"timed out after {request.timeout:g}s talking to {parts.netloc}", timeout=True
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise TransportError(f"could not reach {parts.netloc}: {exc}") from exc
+        keep_alive = response.header("connection") != "close"
+        self._checkin(origin, conn, keep_alive)
+        return response
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for pool in pools.values():
+            for conn in pool:
+                conn.close()
+
+    def _send(
+        self, conn: http.client.HTTPConnection, request: HTTPRequest, target: str
+    ) -> HTTPResponse:
+        conn.request(request.method, target, body=request.body, headers=dict(request.headers))
+        raw = conn.getresponse()
+        body = raw.read()
+        headers = {name.lower(): value for name, value in raw.getheaders()}
+        return HTTPResponse(status=raw.status, headers=headers, body=body)
+
+    def _checkout(
+        self, origin: tuple[str, str, int], timeout: float
+    ) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            pool = self._idle.get(origin)
+            conn = pool.pop() if pool else None
+        if conn is None:
+            return self._connect(origin, timeout), False
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn, True
+
+    def _connect(self, origin: tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        if scheme == "https":
+            context = self._ssl_context or ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _checkin(
+        self, origin: tuple[str, str, int], conn: http.client.HTTPConnection, keep_alive: bool
+    ) -> None:
+        if keep_alive:
+            with self._lock:
+                pool = self._idle.setdefault(origin, [])
+                if len(pool) < _MAX_IDLE_PER_ORIGIN:
+                    pool.append(conn)
+                    return
+        conn.close()
+
+
+def _async_library() -> str:
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - sniffio comes with anyio/httpx
+        return "asyncio"
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:  # pragma: no cover
+        return "asyncio"
+
+
+async def run_in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run blocking ``fn(*args)`` in a worker thread, keeping the event loop free.
+
+    Works under asyncio (the loop's default executor) and, through anyio, under trio.
+    """
+    call = functools.partial(fn, *args)
+    if _async_library() == "asyncio":
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(call)
+
+
+async def wait_future(future: concurrent.futures.Future[T]) -> T:
+    """Await a ``concurrent.futures.Future`` from asyncio or trio.
+
+    Under asyncio no thread is used. The future must already be running (see
+    :meth:`concurrent.futures.Future.set_running_or_notify_cancel`) so that a
+    cancelled waiter cannot cancel it for everybody else.
+    """
+    if future.done():
+        return future.result()
+    if _async_library() == "asyncio":
+        return await asyncio.wrap_future(future)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(future.result)
