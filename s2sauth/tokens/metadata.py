@@ -1,0 +1,293 @@
+"""The metadata server's protocol, without I/O.
+
+Everything here is plain data in, plain data out: functions that build the
+:class:`~s2sauth._http.HTTPRequest` for an identity, access-token or ping call,
+functions that read the :class:`~s2sauth._http.HTTPResponse`, and *flows* (see
+:mod:`s2sauth._drivers`) that tie the two together for one attempt::
+
+    flow = identity_flow("metadata.google.internal", "https://svc.run.app")
+    request = next(flow)                      # what to send
+    flow.send(response)                       # -> StopIteration(IDToken) or TokenFetchError
+
+Whether a failed attempt is worth another one is decided here too: every
+:class:`~s2sauth.TokenFetchError` a flow raises says so in ``retryable``, and
+:class:`Backoff` says how long to wait and when to stop. Only the sleeping is
+left to the caller (:class:`~s2sauth.tokens.sources.MetadataServerSource`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from .._drivers import Flow
+from .._errors import TokenFetchError
+from .._http import DEFAULT_TIMEOUT, HTTPRequest, HTTPResponse, TransportError
+from ._tokens import AccessToken, IDToken, id_token_expiry, safe_text
+
+__all__ = [
+    "DEFAULT_HOST",
+    "METADATA_FLAVOR",
+    "Backoff",
+    "access_token_flow",
+    "access_token_request",
+    "identity_flow",
+    "identity_request",
+    "is_retryable_status",
+    "parse_access_token_response",
+    "parse_identity_response",
+    "ping_flow",
+    "ping_request",
+    "resolve_host",
+]
+
+#: Host of the metadata server on Google Cloud, when no environment variable overrides it.
+DEFAULT_HOST = "metadata.google.internal"
+
+#: Value of the ``Metadata-Flavor`` header, required on requests and present on genuine replies.
+METADATA_FLAVOR = "Google"
+
+_ACCOUNTS_PATH = "/computeMetadata/v1/instance/service-accounts"
+
+
+def resolve_host(environ: Mapping[str, str] | None = None) -> str:
+    """The metadata server's ``host[:port]``, as google-auth finds it.
+
+    ``GCE_METADATA_HOST`` wins, then the legacy ``GCE_METADATA_ROOT``, then
+    :data:`DEFAULT_HOST`. A stray ``http://`` prefix or trailing slash is tolerated.
+
+    Args:
+        environ: the environment to read; ``os.environ`` (read now) if omitted.
+    """
+    env = os.environ if environ is None else environ
+    host = env.get("GCE_METADATA_HOST") or env.get("GCE_METADATA_ROOT") or DEFAULT_HOST
+    host = host.strip()
+    if host.lower().startswith("http://"):
+        host = host[len("http://") :]
+    return host.rstrip("/") or DEFAULT_HOST
+
+
+def _account_url(host: str, account: str, leaf: str, query: Mapping[str, str]) -> str:
+    # quote() keeps the "@" of an email but turns any "/" into %2F, so an account
+    # name can never walk to another metadata path.
+    return f"http://{host}{_ACCOUNTS_PATH}/{quote(account, safe='@')}/{leaf}?{urlencode(query)}"
+
+
+def identity_request(
+    host: str, audience: str, *, account: str = "default", timeout: float = DEFAULT_TIMEOUT
+) -> HTTPRequest:
+    """The request for an ID token for ``audience``, with ``format=full``.
+
+    ``format=full`` makes the token carry ``email`` and ``email_verified``,
+    which receiving services need for an allow-list.
+    """
+    url = _account_url(host, account, "identity", {"audience": audience, "format": "full"})
+    return HTTPRequest("GET", url, {"Metadata-Flavor": METADATA_FLAVOR}, timeout=timeout)
+
+
+def access_token_request(
+    host: str,
+    scopes: Sequence[str],
+    *,
+    account: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> HTTPRequest:
+    """The request for an OAuth access token for ``scopes`` (comma-separated on the wire)."""
+    url = _account_url(host, account, "token", {"scopes": ",".join(scopes)})
+    return HTTPRequest("GET", url, {"Metadata-Flavor": METADATA_FLAVOR}, timeout=timeout)
+
+
+def ping_request(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> HTTPRequest:
+    """The request that tells whether a metadata server answers at ``host`` at all."""
+    return HTTPRequest(
+        "GET", f"http://{host}/", {"Metadata-Flavor": METADATA_FLAVOR}, timeout=timeout
+    )
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether an HTTP status is worth another attempt: 408, 429 and every 5xx."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def _check_reply(response: HTTPResponse, *, host: str, what: str) -> None:
+    status = response.status
+    if is_retryable_status(status):
+        raise TokenFetchError(
+            f"the metadata server at {host} answered the {what} request with HTTP {status}: "
+            f"{safe_text(response.text)}",
+            status=status,
+            retryable=True,
+        )
+    if response.header("Metadata-Flavor") != METADATA_FLAVOR:
+        raise TokenFetchError(
+            f"the {what} reply did not come from the metadata server: the answer from {host} "
+            f"(HTTP {status}) lacks 'Metadata-Flavor: Google'. Check GCE_METADATA_HOST and "
+            "that no proxy or captive portal intercepts the call",
+            status=status,
+        )
+    if status == 404:
+        raise TokenFetchError(
+            f"the metadata server at {host} has no such service account for the {what} "
+            f"request (HTTP 404: {safe_text(response.text)}). Use 'default' or the email of "
+            "a service account attached to this instance",
+            status=status,
+        )
+    if status != 200:
+        raise TokenFetchError(
+            f"the metadata server at {host} refused the {what} request with HTTP {status}: "
+            f"{safe_text(response.text)}",
+            status=status,
+        )
+
+
+def parse_identity_response(response: HTTPResponse, *, host: str) -> IDToken:
+    """Read an identity reply: a genuine 200 whose body is a three-part JWT.
+
+    Raises:
+        TokenFetchError: with ``retryable`` set for 408, 429 and 5xx; at once
+            for any other status, a reply without ``Metadata-Flavor: Google``,
+            or a body that is not a JWT with an integer ``exp``.
+    """
+    _check_reply(response, host=host, what="identity")
+    value = response.body.decode("ascii", "replace").strip()
+    return IDToken(value, id_token_expiry(value, origin=f"the metadata server at {host}"))
+
+
+def parse_access_token_response(response: HTTPResponse, *, host: str, now: float) -> AccessToken:
+    """Read a token reply: JSON with a string ``access_token`` and a number ``expires_in``.
+
+    Args:
+        response: the reply.
+        host: for error messages.
+        now: when the request was sent (epoch seconds); expiry counts from it.
+
+    Raises:
+        TokenFetchError: as :func:`parse_identity_response`, or when the JSON is not as above.
+    """
+    _check_reply(response, host=host, what="access token")
+    try:
+        data = json.loads(response.body)
+    except ValueError:
+        data = None
+    token = data.get("access_token") if isinstance(data, dict) else None
+    expires_in = data.get("expires_in") if isinstance(data, dict) else None
+    if (
+        not isinstance(token, str)
+        or not token
+        or not isinstance(expires_in, (int, float))
+        or isinstance(expires_in, bool)
+        or expires_in < 0
+    ):
+        raise TokenFetchError(
+            f"the metadata server at {host} returned an access token reply without a string "
+            "'access_token' and a non-negative 'expires_in'"
+        )
+    return AccessToken(token, now + float(expires_in))
+
+
+def _transport_error(exc: TransportError, host: str) -> TokenFetchError:
+    return TokenFetchError(f"no answer from the metadata server at {host}: {exc}", retryable=True)
+
+
+def identity_flow(
+    host: str, audience: str, *, account: str = "default", timeout: float = DEFAULT_TIMEOUT
+) -> Flow[IDToken]:
+    """One attempt at an ID token: yields the request, returns the :class:`IDToken`.
+
+    Raises:
+        TokenFetchError: see :func:`parse_identity_response`; a connection
+            failure or timeout thrown in is ``retryable``.
+    """
+    try:
+        response = yield identity_request(host, audience, account=account, timeout=timeout)
+    except TransportError as exc:
+        raise _transport_error(exc, host) from exc
+    return parse_identity_response(response, host=host)
+
+
+def access_token_flow(
+    host: str,
+    scopes: Sequence[str],
+    *,
+    now: float,
+    account: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Flow[AccessToken]:
+    """One attempt at an access token; ``now`` is the epoch time the attempt starts.
+
+    Raises:
+        TokenFetchError: see :func:`parse_access_token_response`.
+    """
+    try:
+        response = yield access_token_request(host, scopes, account=account, timeout=timeout)
+    except TransportError as exc:
+        raise _transport_error(exc, host) from exc
+    return parse_access_token_response(response, host=host, now=now)
+
+
+def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
+    """Whether a metadata server answers at ``host``: returns if one does.
+
+    Any reply carrying ``Metadata-Flavor: Google`` counts, whatever its status.
+
+    Raises:
+        TokenFetchError: (``retryable``) no connection, a timeout, or an answer
+            from something that is not a metadata server; the message says which.
+    """
+    try:
+        response = yield ping_request(host, timeout=timeout)
+    except TransportError as exc:
+        raise _transport_error(exc, host) from exc
+    if response.header("Metadata-Flavor") != METADATA_FLAVOR:
+        raise TokenFetchError(
+            f"something answered at {host} (HTTP {response.status}) but it is not a metadata "
+            "server: the reply lacks 'Metadata-Flavor: Google'",
+            status=response.status,
+            retryable=True,
+        )
+
+
+@dataclass
+class Backoff:
+    """When to try again: exponential backoff with full jitter inside a total deadline.
+
+    Sans-IO: the caller passes in the monotonic time and a random number and
+    does the sleeping. Attempt ``n`` (from 1) that failed is followed by a wait
+    drawn uniformly from ``[0, min(cap, base * 2**(n-1)))``, unless that wait
+    would leave no time for another attempt before the deadline.
+
+    Args:
+        deadline: total seconds for all attempts and waits together.
+        started: monotonic time of the first attempt.
+        base: the first wait's upper bound.
+        cap: the largest upper bound.
+    """
+
+    deadline: float
+    started: float
+    base: float = 0.05
+    cap: float = 1.0
+    attempts: int = 0
+
+    #: An attempt is not started with less time than this left: it could not succeed.
+    MIN_ATTEMPT_TIME = 0.01
+
+    def begin_attempt(self, now: float, timeout: float) -> float:
+        """Count an attempt; return its timeout, shortened to what the deadline leaves."""
+        self.attempts += 1
+        return max(self.MIN_ATTEMPT_TIME, min(timeout, self.started + self.deadline - now))
+
+    def delay(self, now: float, rand: float) -> float | None:
+        """The wait before the next attempt, or ``None`` to give up.
+
+        Args:
+            now: the monotonic time now.
+            rand: a uniform random number in ``[0, 1)``.
+        """
+        wait = rand * min(self.cap, self.base * 2.0 ** (self.attempts - 1))
+        if now + wait + self.MIN_ATTEMPT_TIME > self.started + self.deadline:
+            return None
+        return wait

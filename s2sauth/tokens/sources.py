@@ -1,0 +1,548 @@
+"""Where tokens come from: the metadata server, or Application Default Credentials.
+
+A *source* mints a new token every time it is asked; caching, refresh-ahead
+and single flight are the provider's job (:mod:`s2sauth.tokens.provider`).
+Every source has ``fetch_id_token(audience) -> IDToken`` and
+``fetch_access_token(scopes) -> AccessToken``, raises only
+:class:`~s2sauth.TokenFetchError`, and does no I/O in its constructor.
+
+* :class:`MetadataServerSource`: the instance's own service account, on
+  Cloud Run, GCE, GKE, Cloud Functions, or the local ``s2sauth emulator``.
+* :class:`ADCSource`: Application Default Credentials through google-auth, off
+  Google Cloud (a service-account key file, an impersonated service account).
+* :class:`DefaultSource`: the metadata server when one answers, else ADC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import google.auth
+import google.auth.credentials
+import google.auth.exceptions
+import google.auth.transport
+
+from .._drivers import Flow, run_sync
+from .._errors import ConfigurationError, TokenFetchError
+from .._http import HTTPTransport, Transport
+from . import metadata
+from ._tokens import (
+    AccessToken,
+    AccessTokenSource,
+    IDToken,
+    IDTokenSource,
+    TokenSource,
+    id_token_expiry,
+    safe_text,
+)
+
+__all__ = [
+    "ADCSource",
+    "AccessToken",
+    "AccessTokenSource",
+    "DefaultSource",
+    "IDToken",
+    "IDTokenSource",
+    "MetadataServerSource",
+    "TokenSource",
+]
+
+T = TypeVar("T")
+
+
+class MetadataServerSource:
+    """Tokens for a service account from the metadata server.
+
+    Use it on Google Cloud (or against ``s2sauth emulator``) when the fallback
+    to Application Default Credentials is not wanted. Calls go over a pooled,
+    proxy-free connection that never follows redirects, and are retried on
+    connection errors, timeouts, 408, 429 and 5xx with exponential backoff and
+    full jitter until ``deadline``; any other error fails at once.
+
+    Args:
+        account: ``"default"`` or the email of a service account attached to the instance.
+        host: ``host[:port]`` of the metadata server; when omitted,
+            ``GCE_METADATA_HOST``, then ``GCE_METADATA_ROOT``, then
+            ``metadata.google.internal``, read at each use.
+        transport: what performs the HTTP calls; one :class:`~s2sauth._http.HTTPTransport`
+            per source by default.
+        deadline: total seconds one fetch may take, retries included.
+        timeout: seconds one attempt may take.
+
+    Raises:
+        ConfigurationError: ``account`` is empty, or ``deadline``/``timeout`` not positive.
+    """
+
+    def __init__(
+        self,
+        account: str = "default",
+        *,
+        host: str | None = None,
+        transport: Transport | None = None,
+        deadline: float = 10.0,
+        timeout: float = 3.0,
+    ) -> None:
+        if not isinstance(account, str) or not account.strip():
+            raise ConfigurationError("account must be 'default' or a service account email")
+        if deadline <= 0 or timeout <= 0:
+            raise ConfigurationError("deadline and timeout must be positive numbers of seconds")
+        self.account = account.strip()
+        self._host = host
+        self._owns_transport = transport is None
+        if transport is None:
+            pooled = HTTPTransport()
+            # Idle pooled sockets are closed with the source, not left to the garbage collector.
+            weakref.finalize(self, pooled.close)
+            transport = pooled
+        self._transport: Transport = transport
+        self._deadline = deadline
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"MetadataServerSource(account={self.account!r}, host={self.host!r})"
+
+    @property
+    def host(self) -> str:
+        """The ``host[:port]`` the next call goes to."""
+        return self._host if self._host is not None else metadata.resolve_host()
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        """Fetch a new ID token for ``audience`` (with ``format=full``).
+
+        Raises:
+            TokenFetchError: the server refused (at once, with its status and
+                message), or no good answer came before the deadline (``retryable``).
+        """
+        return self._fetch(
+            "an ID token",
+            lambda host, timeout: metadata.identity_flow(
+                host, audience, account=self.account, timeout=timeout
+            ),
+        )
+
+    def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
+        """Fetch a new OAuth access token for ``scopes``.
+
+        Raises:
+            TokenFetchError: as :meth:`fetch_id_token`.
+        """
+        return self._fetch(
+            "an access token",
+            lambda host, timeout: metadata.access_token_flow(
+                host, scopes, now=time.time(), account=self.account, timeout=timeout
+            ),
+        )
+
+    def ping(self, *, timeout: float = 1.0) -> None:
+        """Check, with one short call, that a metadata server answers.
+
+        Raises:
+            TokenFetchError: nothing answered, or what answered is not a metadata server.
+        """
+        run_sync(metadata.ping_flow(self.host, timeout=timeout), self._transport)
+
+    def close(self) -> None:
+        """Close the idle connections of the default transport (a given one is left alone)."""
+        if isinstance(self._transport, HTTPTransport) and self._owns_transport:
+            self._transport.close()
+
+    def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
+        host = self.host
+        backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())
+        while True:
+            timeout = backoff.begin_attempt(time.monotonic(), self._timeout)
+            try:
+                return run_sync(make_flow(host, timeout), self._transport)
+            except TokenFetchError as exc:
+                if not exc.retryable:
+                    raise
+                delay = backoff.delay(time.monotonic(), random.random())
+                if delay is None:
+                    elapsed = time.monotonic() - backoff.started
+                    raise TokenFetchError(
+                        f"gave up fetching {what} from the metadata server at {host} after "
+                        f"{backoff.attempts} attempt(s) in {elapsed:.1f}s; last error: "
+                        f"{exc.message}",
+                        status=exc.status,
+                        retryable=True,
+                    ) from exc
+            time.sleep(delay)
+
+
+# google-auth credentials nearly always report an expiry; if one does not, assume a
+# short life so the provider refreshes early rather than sends an expired token.
+_UNKNOWN_LIFETIME = 300.0
+_USER_CREDENTIALS_HELP = (
+    "Application Default Credentials are gcloud user credentials, which cannot mint ID "
+    "tokens for an arbitrary audience. Run `gcloud auth application-default login "
+    "--impersonate-service-account SA_EMAIL`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
+    "service-account key file"
+)
+
+
+class _UrllibResponse(google.auth.transport.Response):
+    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        self._status = status
+        self._headers = headers
+        self._data = data
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+
+class UrllibRequest(google.auth.transport.Request):
+    """A google-auth transport over :mod:`urllib.request`, for the ADC token endpoints.
+
+    Why urllib and not :class:`~s2sauth._http.HTTPTransport`: off Google Cloud,
+    ``oauth2.googleapis.com`` and ``iamcredentials.googleapis.com`` are often
+    reachable only through a corporate ``HTTPS_PROXY``, which urllib honours
+    (with ``NO_PROXY``) and HTTPTransport deliberately ignores. It needs no
+    dependency beyond the standard library. The metadata server never goes
+    through here.
+
+    Args:
+        timeout: seconds per request when google-auth does not say.
+    """
+
+    def __init__(self, *, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> google.auth.transport.Response:
+        request = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)
+        # A new opener per call reads the proxy settings now, not when the first call
+        # in the process happened (urlopen's shared opener keeps the first ones forever).
+        opener = urllib.request.build_opener()
+        try:
+            with opener.open(request, timeout=timeout or self._timeout) as reply:
+                return _UrllibResponse(reply.status, dict(reply.headers.items()), reply.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return _UrllibResponse(exc.code, dict(exc.headers.items()), exc.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise google.auth.exceptions.TransportError(  # type: ignore[no-untyped-call]
+                f"{method} {url} failed: {exc}"
+            ) from exc
+
+
+def _gcloud_adc_path() -> str:
+    config = os.environ.get("CLOUDSDK_CONFIG")
+    if not config:
+        if os.name == "nt":
+            config = os.path.join(os.environ.get("APPDATA", ""), "gcloud")
+        else:
+            config = os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+    return os.path.join(config, "application_default_credentials.json")
+
+
+class ADCSource:
+    """Tokens from Application Default Credentials through google-auth, off Google Cloud.
+
+    ID tokens come from a service-account key file
+    (``google.oauth2.service_account.IDTokenCredentials``) or an impersonated
+    service account (``google.auth.impersonated_credentials.IDTokenCredentials``),
+    the way ``google.oauth2.id_token.fetch_id_token`` finds them. gcloud *user*
+    credentials cannot mint ID tokens for an arbitrary audience; asking for one
+    raises a :class:`~s2sauth.TokenFetchError` that says what to do instead.
+
+    When ``credentials`` is omitted, the ADC file is found at first use:
+    ``GOOGLE_APPLICATION_CREDENTIALS``, else gcloud's
+    ``application_default_credentials.json``. The metadata server is not
+    consulted here; :class:`DefaultSource` does that first.
+
+    Args:
+        credentials: a path to a credentials JSON file, or a google-auth
+            credentials object (ID-token credentials with ``with_target_audience``,
+            or impersonated credentials; any for access tokens).
+        request: the google-auth transport for token endpoints;
+            :class:`UrllibRequest` (which honours ``HTTPS_PROXY``) by default.
+    """
+
+    def __init__(
+        self,
+        credentials: str | os.PathLike[str] | google.auth.credentials.Credentials | None = None,
+        *,
+        request: google.auth.transport.Request | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._request = request if request is not None else UrllibRequest()
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._info: dict[str, Any] | None = None
+        self._path: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ADCSource(credentials={self._describe()})"
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        """Mint an ID token for ``audience`` with the ADC service account.
+
+        Raises:
+            TokenFetchError: no ADC found, user credentials, or the token endpoint failed.
+        """
+        with _google_auth_errors("an ID token"):
+            credentials = self._id_token_credentials(audience)
+            self._refresh(credentials)
+        value = credentials.token
+        if not isinstance(value, str):
+            raise TokenFetchError("Application Default Credentials returned no ID token")
+        return IDToken(value, id_token_expiry(value, origin="the ADC token endpoint"))
+
+    def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
+        """Mint an OAuth access token for ``scopes`` with the ADC credentials.
+
+        Raises:
+            TokenFetchError: no ADC found, or the token endpoint failed.
+        """
+        with _google_auth_errors("an access token"):
+            if isinstance(self._credentials, google.auth.credentials.Credentials):
+                credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
+                    self._credentials, list(scopes)
+                )
+            else:
+                path = self._load()[0]
+                credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+                    path, scopes=list(scopes)
+                )
+            self._refresh(credentials)
+        value = credentials.token
+        if not isinstance(value, str) or not value:
+            raise TokenFetchError("Application Default Credentials returned no access token")
+        return AccessToken(value, _epoch(credentials.expiry))
+
+    def _describe(self) -> str:
+        if isinstance(self._credentials, google.auth.credentials.Credentials):
+            return type(self._credentials).__name__
+        if self._credentials is not None:
+            return repr(os.fspath(self._credentials))
+        return "ADC"
+
+    def _refresh(self, credentials: Any) -> None:
+        if not isinstance(self._credentials, google.auth.credentials.Credentials):
+            credentials.refresh(self._request)  # a new object per fetch: nothing shared
+            return
+        # A credentials object the caller handed in is shared with the caller's own
+        # code; google-auth does not promise it refreshes safely from two threads.
+        with self._refresh_lock:
+            credentials.refresh(self._request)
+
+    def _load(self) -> tuple[str, dict[str, Any]]:
+        with self._lock:
+            if self._info is None or self._path is None:
+                path = self._find_file()
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        info = json.load(f)
+                except (OSError, ValueError) as exc:
+                    raise TokenFetchError(
+                        f"cannot read Application Default Credentials from {path}: {exc}"
+                    ) from exc
+                if not isinstance(info, dict):
+                    raise TokenFetchError(f"{path} is not a JSON credentials object")
+                self._path, self._info = path, info
+            return self._path, self._info
+
+    def _find_file(self) -> str:
+        if self._credentials is not None and not isinstance(
+            self._credentials, google.auth.credentials.Credentials
+        ):
+            return os.fspath(self._credentials)
+        path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if path:
+            if not os.path.isfile(path):
+                raise TokenFetchError(
+                    f"GOOGLE_APPLICATION_CREDENTIALS is {path!r}, which is not a file"
+                )
+            return path
+        path = _gcloud_adc_path()
+        if os.path.isfile(path):
+            return path
+        raise TokenFetchError(
+            "no Application Default Credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a "
+            "service-account key file, or run `gcloud auth application-default login "
+            "--impersonate-service-account SA_EMAIL`"
+        )
+
+    def _id_token_credentials(self, audience: str) -> Any:
+        credentials = self._credentials
+        if isinstance(credentials, google.auth.credentials.Credentials):
+            return _id_token_credentials_from_object(credentials, audience)
+        path, info = self._load()
+        kind = info.get("type")
+        if kind == "service_account":
+            from google.oauth2 import service_account
+
+            return service_account.IDTokenCredentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, target_audience=audience
+            )
+        if kind == "impersonated_service_account":
+            from google.auth import impersonated_credentials
+
+            target = impersonated_credentials.Credentials.from_impersonated_service_account_info(  # type: ignore[no-untyped-call]
+                info
+            )
+            return impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+                target, target_audience=audience, include_email=True
+            )
+        if kind == "authorized_user":
+            raise TokenFetchError(f"{_USER_CREDENTIALS_HELP} (found {path})")
+        raise TokenFetchError(
+            f"credentials of type {kind!r} in {path} cannot mint ID tokens; use a "
+            "service-account key file or an impersonated service account"
+        )
+
+
+def _id_token_credentials_from_object(
+    credentials: google.auth.credentials.Credentials, audience: str
+) -> Any:
+    from google.auth import impersonated_credentials
+    from google.oauth2 import credentials as user_credentials
+
+    if hasattr(credentials, "with_target_audience"):
+        return credentials.with_target_audience(audience)
+    if isinstance(credentials, impersonated_credentials.Credentials):
+        return impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+            credentials, target_audience=audience, include_email=True
+        )
+    if isinstance(credentials, user_credentials.Credentials):
+        raise TokenFetchError(_USER_CREDENTIALS_HELP)
+    raise TokenFetchError(
+        f"{type(credentials).__name__} cannot mint ID tokens: pass ID-token credentials "
+        "(e.g. google.oauth2.service_account.IDTokenCredentials), impersonated credentials, "
+        "or the path of a key file"
+    )
+
+
+def _epoch(expiry: datetime.datetime | None) -> float:
+    if expiry is None:
+        return time.time() + _UNKNOWN_LIFETIME
+    # google-auth keeps expiry as a naive datetime in UTC.
+    if expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=datetime.timezone.utc)
+    return expiry.timestamp()
+
+
+@contextlib.contextmanager
+def _google_auth_errors(what: str) -> Iterator[None]:
+    """Turn google-auth's exceptions into TokenFetchError, with any token cut out."""
+    try:
+        yield
+    except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
+        if isinstance(exc, TokenFetchError):
+            raise
+        retryable = bool(getattr(exc, "retryable", False)) or isinstance(
+            exc, google.auth.exceptions.TransportError
+        )
+        raise TokenFetchError(
+            f"Application Default Credentials could not mint {what}: {safe_text(str(exc))}",
+            retryable=retryable,
+        ) from exc
+
+
+class DefaultSource:
+    """The metadata server when one answers, else Application Default Credentials.
+
+    The default for :class:`~s2sauth.tokens.provider.IDTokenProvider`. On first
+    use it pings the metadata server once, briefly; when nothing answers
+    (connection refused, unknown host, timeout, or an answer that is not a
+    metadata server) it uses ADC instead. Whichever worked is remembered.
+    Errors from a metadata server that *did* answer (a 404 for an unknown
+    account, say) are raised, never hidden by the fallback.
+
+    Args:
+        metadata: the metadata-server source to try first; ``MetadataServerSource()`` by default.
+        adc: the fallback; ``ADCSource()`` by default.
+        probe_timeout: seconds the first ping may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataServerSource | None = None,
+        adc: TokenSource | None = None,
+        probe_timeout: float = 1.0,
+    ) -> None:
+        self._metadata = metadata if metadata is not None else MetadataServerSource()
+        self._adc: TokenSource = adc if adc is not None else ADCSource()
+        self._probe_timeout = probe_timeout
+        self._lock = threading.Lock()
+        self._chosen: TokenSource | None = None
+
+    def __repr__(self) -> str:
+        return f"DefaultSource(chosen={self._chosen!r})"
+
+    @property
+    def chosen(self) -> TokenSource | None:
+        """The source that worked, once one has; ``None`` before."""
+        return self._chosen
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        """Fetch an ID token from whichever source works here.
+
+        Raises:
+            TokenFetchError: the metadata server answered with an error, or neither works.
+        """
+        return self._fetch(lambda source: source.fetch_id_token(audience))
+
+    def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
+        """Fetch an access token from whichever source works here.
+
+        Raises:
+            TokenFetchError: as :meth:`fetch_id_token`.
+        """
+        return self._fetch(lambda source: source.fetch_access_token(scopes))
+
+    def _fetch(self, fetch: Callable[[TokenSource], T]) -> T:
+        chosen = self._chosen
+        if chosen is not None:
+            return fetch(chosen)
+        with self._lock:
+            if self._chosen is not None:
+                return fetch(self._chosen)
+            try:
+                self._metadata.ping(timeout=self._probe_timeout)
+            except TokenFetchError as absent:
+                try:
+                    result = fetch(self._adc)
+                except TokenFetchError as exc:
+                    raise TokenFetchError(
+                        "no token source works here. Tried the metadata server "
+                        f"({absent.message}) and Application Default Credentials "
+                        f"({exc.message}). On Google Cloud, check the instance's service "
+                        "account; elsewhere set GOOGLE_APPLICATION_CREDENTIALS, or run "
+                        "`s2sauth emulator` and export the GCE_METADATA_HOST it prints",
+                        status=exc.status,
+                        retryable=exc.retryable,
+                    ) from exc
+                self._chosen = self._adc
+                return result
+            self._chosen = self._metadata
+        return fetch(self._metadata)

@@ -1,0 +1,635 @@
+"""Providers and sources with fakes: caching, refresh-ahead, single flight, retries, fallback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from s2sauth._errors import ConfigurationError, TokenFetchError
+from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
+from s2sauth.tokens.provider import (
+    AccessTokenProvider,
+    IDTokenProvider,
+    default_access_provider,
+    default_provider,
+)
+from s2sauth.tokens.sources import (
+    AccessToken,
+    ADCSource,
+    DefaultSource,
+    IDToken,
+    MetadataServerSource,
+)
+
+NOW = 1_700_000_000.0
+HOST = "metadata.test"
+
+
+class Clock:
+    """A settable clock: provider time only moves when a test moves it."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSource:
+    """Mints numbered tokens; can be held at a gate or made to fail."""
+
+    def __init__(self, clock: Clock, *, lifetime: float = 3600.0) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.calls = 0
+        self.asked: list[object] = []
+        self.entered = threading.Event()
+        self.gate: threading.Event | None = None
+        self.error: Exception | None = None
+        self._lock = threading.Lock()
+
+    def _mint(self, key: object) -> tuple[str, float]:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+            self.asked.append(key)
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        if self.error is not None:
+            raise self.error
+        return f"token-{key}-{n}", self.clock() + self.lifetime
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        return IDToken(*self._mint(audience))
+
+    def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
+        return AccessToken(*self._mint(",".join(scopes)))
+
+
+def wait_for(predicate: Callable[[], bool]) -> None:
+    """Wait for a background event; the timeout only guards against a hang."""
+    give_up = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < give_up, "timed out waiting"
+        time.sleep(0.002)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def fake_jwt(exp: int) -> str:
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps({'exp': exp, 'aud': 'a'}).encode())}.{b64(b'sig')}"
+
+
+class FakeMetadata:
+    """A transport answering from a script of statuses (then 200 with a JWT)."""
+
+    def __init__(self, script: Sequence[int | str] = (), *, then: int | str = 200) -> None:
+        self.script = list(script)
+        self.then = then
+        self.requests: list[HTTPRequest] = []
+
+    def __call__(self, request: HTTPRequest) -> HTTPResponse:
+        self.requests.append(request)
+        step = self.script.pop(0) if self.script else self.then
+        if step == "refuse":
+            raise TransportError("connection refused")
+        if step == "timeout":
+            raise TransportError("timed out", timeout=True)
+        assert isinstance(step, int)
+        flavor = {"metadata-flavor": "Google"}
+        if step != 200:
+            return HTTPResponse(step, flavor, b"not found: unknown service account")
+        if request.url.endswith("/"):
+            return HTTPResponse(200, flavor, b"")
+        if "/token?" in request.url:
+            body = json.dumps({"access_token": "ya29.fake", "expires_in": 3599}).encode()
+            return HTTPResponse(200, flavor, body)
+        return HTTPResponse(200, flavor, fake_jwt(int(time.time()) + 3600).encode())
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A fake clock at a fixed instant."""
+    return Clock()
+
+
+@pytest.fixture
+def source(clock: Clock) -> FakeSource:
+    """A fake token source on the fake clock."""
+    return FakeSource(clock)
+
+
+# --- caching ------------------------------------------------------------------
+
+
+def test_token_is_cached_per_audience(clock: Clock, source: FakeSource) -> None:
+    """The second call for an audience is a cache hit; another audience is its own fetch."""
+    provider = IDTokenProvider(source, clock=clock)
+    first = provider.token("https://a")
+    assert provider.token("https://a") == first
+    assert provider.token("https://b") != first
+    assert source.asked == ["https://a", "https://b"]
+    assert provider.stats.fetches == 2
+    assert provider.stats.cache_hits == 1
+    assert dict(provider.stats) == {
+        "fetches": 2,
+        "cache_hits": 1,
+        "background_refreshes": 0,
+        "failures": 0,
+    }
+
+
+def test_constructor_does_no_io() -> None:
+    """Building providers and sources touches nothing until a token is asked for."""
+    transport = FakeMetadata()
+    IDTokenProvider(MetadataServerSource(host=HOST, transport=transport))
+    IDTokenProvider(DefaultSource(metadata=MetadataServerSource(host=HOST, transport=transport)))
+    AccessTokenProvider()
+    assert transport.requests == []
+
+
+def test_stale_token_served_and_refreshed_once_in_background(
+    clock: Clock, source: FakeSource
+) -> None:
+    """Inside the refresh window the cached token is returned and one background refresh runs."""
+    provider = IDTokenProvider(source, clock=clock, refresh_ahead=300)
+    old = provider.token("a")
+    clock.now += 3600 - 200  # 200 s left: stale, still well usable
+    source.gate = threading.Event()
+    source.entered.clear()
+    for _ in range(20):
+        assert provider.token("a") == old
+    assert source.entered.wait(10)
+    assert source.calls == 2
+    assert provider.stats.background_refreshes == 1
+    source.gate.set()
+    wait_for(lambda: provider.token("a") != old)
+    assert source.calls == 2
+    assert provider.stats.fetches == 2
+
+
+def test_failed_background_refresh_keeps_token_and_warns(
+    clock: Clock, source: FakeSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background refresh that fails logs a warning and the valid token keeps being served."""
+    caplog.set_level(logging.DEBUG, logger="s2sauth")
+    provider = IDTokenProvider(source, clock=clock)
+    old = provider.token("https://a")
+    clock.now += 3600 - 100
+    source.error = TokenFetchError("metadata server on fire", retryable=True)
+    assert provider.token("https://a") == old
+    wait_for(lambda: provider.stats.failures == 1)
+    wait_for(lambda: any(r.levelno == logging.WARNING for r in caplog.records))
+    assert provider.token("https://a") == old
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].name == "s2sauth"
+    assert "metadata server on fire" in warnings[0].getMessage()
+    assert "https://a" in warnings[0].getMessage()
+    assert all(old not in r.getMessage() for r in caplog.records)
+
+
+def test_expired_token_is_refetched(clock: Clock, source: FakeSource) -> None:
+    """Past its usable life (seconds before exp) a token is fetched again in the foreground."""
+    provider = IDTokenProvider(source, clock=clock)
+    old = provider.token("a")
+    clock.now += 3600 - 5  # inside the safety margin before exp
+    new = provider.token("a")
+    assert new != old
+    assert source.calls == 2
+    assert provider.stats.background_refreshes == 0
+
+
+def test_expired_fetch_failure_raises(clock: Clock, source: FakeSource) -> None:
+    """With no usable token, a failing source's error reaches the caller and is counted."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.error = TokenFetchError("nope", status=404)
+    with pytest.raises(TokenFetchError, match="nope"):
+        provider.token("a")
+    assert provider.stats.failures == 1
+
+
+def test_short_lived_token_does_not_refresh_on_every_call(clock: Clock) -> None:
+    """A token shorter-lived than refresh_ahead is refreshed at half-life, not on every call."""
+    source = FakeSource(clock, lifetime=120)
+    provider = IDTokenProvider(source, clock=clock, refresh_ahead=300)
+    provider.token("a")
+    clock.now += 30
+    provider.token("a")
+    assert provider.stats.background_refreshes == 0
+    assert source.calls == 1
+
+
+def test_invalidate_only_drops_the_named_token(clock: Clock, source: FakeSource) -> None:
+    """invalidate(token) is a no-op when the cache already holds another token."""
+    provider = IDTokenProvider(source, clock=clock)
+    first = provider.token("a")
+    provider.invalidate("a", "some-other-token")
+    assert provider.token("a") == first
+    provider.invalidate("a", first)
+    second = provider.token("a")
+    assert second != first
+    provider.invalidate("a", first)  # late caller with the old token: no effect
+    assert provider.token("a") == second
+    provider.invalidate("a")
+    assert provider.token("a") not in (first, second)
+    assert source.calls == 3
+
+
+def test_many_401s_with_one_token_cause_one_refetch(clock: Clock, source: FakeSource) -> None:
+    """64 threads that all saw a 401 with the same token trigger exactly one refetch."""
+    provider = IDTokenProvider(source, clock=clock)
+    rejected = provider.token("a")
+    barrier = threading.Barrier(64)
+    results: list[str] = []
+
+    def on_401() -> None:
+        barrier.wait()
+        provider.invalidate("a", rejected)
+        results.append(provider.token("a"))
+
+    threads = [threading.Thread(target=on_401) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert source.calls == 2
+    assert len(set(results)) == 1 and rejected not in results
+
+
+def test_bad_arguments(source: FakeSource) -> None:
+    """Empty audiences, empty scopes and negative refresh windows are configuration errors."""
+    with pytest.raises(ConfigurationError):
+        IDTokenProvider(source, refresh_ahead=-1)
+    provider = IDTokenProvider(source)
+    for bad in ("", "  ", None, 42):
+        with pytest.raises(ConfigurationError):
+            provider.token(bad)  # type: ignore[arg-type]
+    access = AccessTokenProvider(source)
+    for scopes in ((), [""], [None]):
+        with pytest.raises(ConfigurationError):
+            access.token(scopes)  # type: ignore[arg-type]
+    assert source.calls == 0
+
+
+def test_token_never_in_repr_or_debug_logs(
+    clock: Clock, source: FakeSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Debug logs name the audience but never the token; token values do not show in repr."""
+    caplog.set_level(logging.DEBUG, logger="s2sauth")
+    provider = IDTokenProvider(source, clock=clock)
+    token = provider.token("https://aud")
+    provider.token("https://aud")
+    provider.invalidate("https://aud")
+    assert caplog.records
+    assert any("https://aud" in r.getMessage() for r in caplog.records)
+    assert all(token not in r.getMessage() for r in caplog.records)
+    assert "secret" not in repr(IDToken("secret", 1.0))
+    assert "secret" not in repr(AccessToken("secret", 1.0))
+
+
+# --- access tokens ------------------------------------------------------------
+
+
+def test_access_tokens_cached_per_scope_set(clock: Clock, source: FakeSource) -> None:
+    """Scope order and duplicates do not matter; a lone string is one scope."""
+    provider = AccessTokenProvider(source, clock=clock)
+    default = provider.token()
+    assert provider.token(["https://www.googleapis.com/auth/cloud-platform"]) == default
+    both = provider.token(["b", "a", "a"])
+    assert provider.token(("a", "b")) == both
+    assert provider.token("a") != both
+    assert source.asked == ["https://www.googleapis.com/auth/cloud-platform", "a,b", "a"]
+    provider.invalidate(["a", "b"], both)
+    assert provider.token(["a", "b"]) != both
+
+
+# --- single flight --------------------------------------------------------------
+
+
+def test_100_threads_one_fetch(clock: Clock, source: FakeSource) -> None:
+    """100 threads asking at once for a missing token cause exactly one fetch."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.gate = threading.Event()
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(provider.token("a"))) for _ in range(100)
+    ]
+    for t in threads:
+        t.start()
+    assert source.entered.wait(10)
+    source.gate.set()
+    for t in threads:
+        t.join()
+    assert source.calls == 1
+    assert len(results) == 100 and len(set(results)) == 1
+
+
+def test_concurrent_failure_reaches_every_waiter(clock: Clock, source: FakeSource) -> None:
+    """When the one fetch fails, every thread waiting on it gets the error, and it ran once."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.gate = threading.Event()
+    source.error = TokenFetchError("down", retryable=True)
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            provider.token("a")
+        except TokenFetchError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(20)]
+    for t in threads:
+        t.start()
+    assert source.entered.wait(10)
+    source.gate.set()
+    for t in threads:
+        t.join()
+    assert len(errors) == 20
+    assert source.calls <= 20 and provider.stats.failures == source.calls
+
+
+def test_default_provider_is_shared() -> None:
+    """default_provider() and default_access_provider() each return one shared instance."""
+    seen: list[tuple[IDTokenProvider, AccessTokenProvider]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: seen.append((default_provider(), default_access_provider()))
+        )
+        for _ in range(16)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(p) for p, _ in seen}) == 1
+    assert len({id(a) for _, a in seen}) == 1
+    assert isinstance(default_provider(), IDTokenProvider)
+    assert isinstance(default_access_provider(), AccessTokenProvider)
+
+
+# --- metadata server source with a fake transport ---------------------------------
+
+
+def test_metadata_source_sends_the_right_request() -> None:
+    """The source asks the configured host, with format=full and the flavor header."""
+    transport = FakeMetadata()
+    token = MetadataServerSource(host=HOST, transport=transport).fetch_id_token("https://x")
+    assert token.value.count(".") == 2
+    (request,) = transport.requests
+    assert request.url.startswith(f"http://{HOST}/computeMetadata/v1/instance/service-accounts/")
+    assert "format=full" in request.url
+    assert request.headers["Metadata-Flavor"] == "Google"
+
+
+def test_metadata_host_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a host argument, GCE_METADATA_HOST is read at use."""
+    transport = FakeMetadata()
+    source = MetadataServerSource(transport=transport)
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9999")
+    source.fetch_id_token("a")
+    assert transport.requests[0].url.startswith("http://127.0.0.1:9999/")
+
+
+def test_retries_then_success() -> None:
+    """Two 503s then a token: three attempts, one token."""
+    transport = FakeMetadata([503, 503])
+    source = MetadataServerSource(host=HOST, transport=transport)
+    assert source.fetch_id_token("a").value.count(".") == 2
+    assert len(transport.requests) == 3
+
+
+@pytest.mark.parametrize("failure", [408, 429, 500, "refuse", "timeout"])
+def test_each_transient_failure_is_retried(failure: int | str) -> None:
+    """Timeouts, refused connections, 408, 429 and 5xx are retried."""
+    transport = FakeMetadata([failure])
+    MetadataServerSource(host=HOST, transport=transport).fetch_access_token(["s"])
+    assert len(transport.requests) == 2
+
+
+def test_retries_exhausted_within_deadline() -> None:
+    """Endless 503s end in a retryable TokenFetchError naming host, attempts and last error."""
+    transport = FakeMetadata(then=503)
+    source = MetadataServerSource(host=HOST, transport=transport, deadline=0.3)
+    with pytest.raises(TokenFetchError) as info:
+        source.fetch_id_token("a")
+    exc = info.value
+    attempts = len(transport.requests)
+    assert attempts >= 2
+    assert exc.retryable and exc.status == 503
+    assert HOST in exc.message
+    assert f"after {attempts} attempt(s)" in exc.message
+    assert "HTTP 503" in exc.message
+    assert all(r.timeout <= 0.3 for r in transport.requests)
+
+
+def test_404_is_not_retried() -> None:
+    """An unknown service account fails at once, after one attempt, with the server's text."""
+    transport = FakeMetadata(then=404)
+    source = MetadataServerSource(
+        "nobody@x.iam.gserviceaccount.com", host=HOST, transport=transport
+    )
+    with pytest.raises(TokenFetchError, match="unknown service account") as info:
+        source.fetch_id_token("a")
+    assert info.value.status == 404 and not info.value.retryable
+    assert len(transport.requests) == 1
+
+
+def test_source_configuration_errors() -> None:
+    """An empty account or a non-positive deadline is rejected at construction."""
+    with pytest.raises(ConfigurationError):
+        MetadataServerSource("")
+    with pytest.raises(ConfigurationError):
+        MetadataServerSource(deadline=0)
+
+
+# --- DefaultSource ------------------------------------------------------------------
+
+
+def test_default_source_falls_back_to_adc(clock: Clock) -> None:
+    """When no metadata server accepts a connection, ADC is used and remembered."""
+    transport = FakeMetadata(then="refuse")
+    adc = FakeSource(clock)
+    source = DefaultSource(metadata=MetadataServerSource(host=HOST, transport=transport), adc=adc)
+    assert source.fetch_id_token("a").value == "token-a-1"
+    assert source.fetch_access_token(["s"]).value == "token-s-2"
+    assert len(transport.requests) == 1  # one ping, then remembered
+    assert source.chosen is adc
+
+
+def test_default_source_non_metadata_reply_falls_back(clock: Clock) -> None:
+    """Something answering without Metadata-Flavor is not a metadata server: ADC is used."""
+    adc = FakeSource(clock)
+
+    def captive_portal(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse(200, {"content-type": "text/html"}, b"<html>log in</html>")
+
+    metadata = MetadataServerSource(host=HOST, transport=captive_portal)
+    source = DefaultSource(metadata=metadata, adc=adc)
+    assert source.fetch_id_token("a").value == "token-a-1"
+
+
+def test_default_source_uses_metadata_when_it_answers(clock: Clock) -> None:
+    """A metadata server that answers the ping is used, and ADC is never asked."""
+    transport = FakeMetadata()
+    adc = FakeSource(clock)
+    metadata = MetadataServerSource(host=HOST, transport=transport)
+    source = DefaultSource(metadata=metadata, adc=adc)
+    source.fetch_id_token("a")
+    source.fetch_id_token("b")
+    assert adc.calls == 0
+    assert source.chosen is metadata
+    assert [r.url.endswith("/") for r in transport.requests] == [True, False, False]
+
+
+def test_default_source_does_not_mask_metadata_errors(clock: Clock) -> None:
+    """A 404 from a metadata server that answered is raised, not hidden by the ADC fallback."""
+    transport = FakeMetadata([200], then=404)
+    adc = FakeSource(clock)
+    source = DefaultSource(metadata=MetadataServerSource(host=HOST, transport=transport), adc=adc)
+    with pytest.raises(TokenFetchError) as info:
+        source.fetch_id_token("a")
+    assert info.value.status == 404
+    assert adc.calls == 0
+
+
+def test_default_source_neither_works(clock: Clock) -> None:
+    """With no metadata server and no ADC the error lists both and says what to do."""
+    adc = FakeSource(clock)
+    adc.error = TokenFetchError("no Application Default Credentials found")
+    transport = FakeMetadata(then="refuse")
+    source = DefaultSource(metadata=MetadataServerSource(host=HOST, transport=transport), adc=adc)
+    with pytest.raises(TokenFetchError) as info:
+        source.fetch_id_token("a")
+    message = info.value.message
+    assert "metadata server" in message and HOST in message and "connection refused" in message
+    assert "Application Default Credentials" in message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in message and "s2sauth emulator" in message
+    # Nothing was remembered: the next call tries again, and can succeed.
+    adc.error = None
+    assert source.fetch_id_token("a").value.startswith("token-a-")
+    assert len(transport.requests) == 2
+
+
+# --- ADCSource without network --------------------------------------------------------
+
+
+def test_adc_user_credentials_cannot_mint_id_tokens(tmp_path: Path) -> None:
+    """gcloud user credentials give an error that suggests impersonation or a key file."""
+    path = tmp_path / "adc.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "id",
+                "client_secret": "secret",
+                "refresh_token": "refresh",
+            }
+        )
+    )
+    with pytest.raises(TokenFetchError) as info:
+        ADCSource(str(path)).fetch_id_token("https://a")
+    assert "--impersonate-service-account" in info.value.message
+    assert "key file" in info.value.message
+
+
+def test_adc_not_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No GOOGLE_APPLICATION_CREDENTIALS and no gcloud file: an error that says what to set."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    with pytest.raises(TokenFetchError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        ADCSource().fetch_id_token("https://a")
+    with pytest.raises(TokenFetchError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        ADCSource().fetch_access_token(["s"])
+
+
+def test_adc_bad_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A missing or unreadable credentials file is a TokenFetchError naming it."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(TokenFetchError, match="missing.json"):
+        ADCSource().fetch_id_token("a")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(TokenFetchError, match="broken.json"):
+        ADCSource(broken).fetch_id_token("a")
+    other = tmp_path / "external.json"
+    other.write_text(json.dumps({"type": "external_account"}))
+    with pytest.raises(TokenFetchError, match="cannot mint ID tokens"):
+        ADCSource(other).fetch_id_token("a")
+
+
+# --- async ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_500_tasks_one_fetch(anyio_backend: str, clock: Clock, source: FakeSource) -> None:
+    """500 tasks asking at once for a missing token cause exactly one fetch, off the loop."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.gate = threading.Event()
+    results: list[str] = []
+
+    async def ask() -> None:
+        results.append(await provider.atoken("a"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(500):
+            tg.start_soon(ask)
+        # The loop stays free while the fetch is held at the gate in a worker thread.
+        assert await anyio.to_thread.run_sync(source.entered.wait, 10)
+        await anyio.sleep(0)
+        source.gate.set()
+    assert source.calls == 1
+    assert len(results) == 500 and len(set(results)) == 1
+
+
+@pytest.mark.anyio
+async def test_atoken_cache_and_refresh_ahead(
+    anyio_backend: str, clock: Clock, source: FakeSource
+) -> None:
+    """atoken serves from the cache and refreshes ahead in the background like token()."""
+    provider = AccessTokenProvider(source, clock=clock)
+    first = await provider.atoken(["s"])
+    assert await provider.atoken(["s"]) == first
+    clock.now += 3600 - 60
+    assert await provider.atoken(["s"]) == first
+    while provider.stats.fetches < 2 or (await provider.atoken(["s"])) == first:
+        await anyio.sleep(0.002)
+    assert provider.stats.background_refreshes == 1
+    assert source.calls == 2
+
+
+@pytest.mark.anyio
+async def test_threads_and_tasks_share_one_fetch(
+    anyio_backend: str, clock: Clock, source: FakeSource
+) -> None:
+    """A thread and tasks asking together still share a single fetch."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.gate = threading.Event()
+    results: list[str] = []
+    thread = threading.Thread(target=lambda: results.append(provider.token("a")))
+    thread.start()
+    assert await anyio.to_thread.run_sync(source.entered.wait, 10)
+
+    async def ask() -> None:
+        results.append(await provider.atoken("a"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(ask)
+        await anyio.sleep(0)
+        source.gate.set()
+    await anyio.to_thread.run_sync(thread.join)
+    assert source.calls == 1
+    assert len(results) == 11 and len(set(results)) == 1
