@@ -23,6 +23,7 @@ import functools
 import http.client
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
@@ -99,6 +100,9 @@ class HTTPTransport:
         self._ssl_context = ssl_context
         self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
+        # Idle keep-alive sockets are closed when the transport is dropped, so a
+        # forgotten transport never leaks file descriptors or ResourceWarnings.
+        self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._lock)
 
     def __call__(self, request: HTTPRequest) -> HTTPResponse:
         parts = urlsplit(request.url)
@@ -135,12 +139,8 @@ class HTTPTransport:
         return response
 
     def close(self) -> None:
-        """Close every idle connection."""
-        with self._lock:
-            pools, self._idle = self._idle, {}
-        for pool in pools.values():
-            for conn in pool:
-                conn.close()
+        """Close every idle connection (the transport stays usable)."""
+        _close_idle(self._idle, self._lock)
 
     def _send(
         self, conn: http.client.HTTPConnection, request: HTTPRequest, target: str
@@ -180,6 +180,16 @@ class HTTPTransport:
                 if len(pool) < _MAX_IDLE_PER_ORIGIN:
                     pool.append(conn)
                     return
+        conn.close()
+
+
+def _close_idle(
+    idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]], lock: threading.Lock
+) -> None:
+    with lock:
+        connections = [conn for pool in idle.values() for conn in pool]
+        idle.clear()
+    for conn in connections:
         conn.close()
 
 
