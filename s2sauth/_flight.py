@@ -52,6 +52,11 @@ class SingleFlight(Generic[K, V]):
         with self._lock:
             return key in self._calls
 
+    def running(self, key: K) -> concurrent.futures.Future[V] | None:
+        """The call for ``key`` in progress, to wait on without starting one (or ``None``)."""
+        with self._lock:
+            return self._calls.get(key)
+
     def do(self, key: K, fn: Callable[[], V]) -> V:
         """Run ``fn`` for ``key`` on this thread, or wait for the call already running."""
         future, owner = self._claim(key)

@@ -1,0 +1,390 @@
+"""The inbound core: :class:`Verifier` turns a bearer token into a :class:`~s2sauth.Caller`.
+
+One verification runs, in order: the verified-token cache (a hit re-checks only
+the time); strict syntax and header checks (:mod:`.jws`); the key for ``kid``
+(:mod:`.keys`); the signature; the claims (:mod:`.claims`); then, in
+:meth:`Verifier.verify`, the caller policy (:mod:`.policy`), which is applied on
+every call and never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+from urllib.parse import urlsplit
+
+from .._errors import (
+    CallerNotAllowedError,
+    ConfigurationError,
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidTokenError,
+    KeyFetchError,
+    MissingTokenError,
+    S2SAuthError,
+    SignatureRemovedError,
+)
+from .._http import Transport
+from . import jws
+from .caller import Caller
+from .claims import ClaimRules, caller_from_claims, validate
+from .keys import KeySet
+from .policy import CallerPolicy
+
+__all__ = [
+    "CERTS_URL_ENV",
+    "GOOGLE_CERTS_URL",
+    "GOOGLE_ISSUERS",
+    "MAX_LEEWAY",
+    "Verifier",
+    "VerifierStats",
+]
+
+logger = logging.getLogger("s2sauth")
+
+#: Google's published ID-token signing keys, as a JWKS.
+GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v3/certs"
+#: The ``iss`` values of Google-signed ID tokens.
+GOOGLE_ISSUERS: Final = ("https://accounts.google.com", "accounts.google.com")
+#: Environment variable naming another keys URL (such as the emulator's) when
+#: ``certs_url`` is not given.
+CERTS_URL_ENV: Final = "S2SAUTH_CERTS_URL"
+#: Largest accepted leeway, in seconds: more would keep expired tokens alive.
+MAX_LEEWAY: Final = 60.0
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_announced_urls: set[str] = set()
+
+
+@dataclass(frozen=True)
+class VerifierStats:
+    """A snapshot of a :class:`Verifier`'s counters.
+
+    Attributes:
+        verified: tokens accepted (cache hits included).
+        rejected_by_reason: rejections counted by error ``reason``
+            (``"expired"``, ``"caller_not_allowed"``, ``"keys_unavailable"``...).
+        cache_hits: tokens answered from the verified-token cache.
+        key_fetches: key-set fetches started by the verifier's :class:`KeySet`.
+    """
+
+    verified: int
+    rejected_by_reason: Mapping[str, int]
+    cache_hits: int
+    key_fetches: int
+
+
+class _Verified(NamedTuple):
+    caller: Caller
+    exp: int
+    not_before: int
+
+
+class Verifier:
+    """Checks Google-signed ID tokens and the caller allow-list: the heart of every inbound adapter.
+
+    Use one per service (it holds the key cache and the verified-token cache)
+    and share it between threads and tasks. The constructor does no I/O: the
+    keys are fetched on first use.
+
+    Threat model: every token is attacker input. It is parsed strictly before
+    any cryptography; the algorithm comes from ``algorithms`` and the key, never
+    from the token; the keys come only from ``certs_url``; issuer, audience and
+    times are checked with an explicit leeway; and when no keys can be had,
+    every token is refused (:class:`~s2sauth.KeyFetchError`, HTTP 503). Tokens
+    never appear in logs or messages. The verified-token cache is keyed by the
+    exact token and re-checks ``exp``/``nbf`` on every hit; the caller policy is
+    applied on every call.
+
+    Args:
+        audience: the audience (or audiences) tokens must be issued for, usually
+            the service's URL as callers address it (``https://svc-xyz.a.run.app``).
+        allowed_callers: who may call: emails, numeric unique IDs or
+            ``*@PROJECT.iam.gserviceaccount.com`` (see :class:`CallerPolicy`).
+            ``None`` accepts any caller with a valid token (logged at WARNING,
+            unless ``trust_cloud_run_iam``, where IAM decides who may invoke).
+        certs_url: the keys endpoint; when ``None``, the ``S2SAUTH_CERTS_URL``
+            environment variable, else Google's.
+        issuers: accepted ``iss`` values.
+        leeway: seconds of clock skew tolerated on ``exp``, ``iat`` and ``nbf``,
+            0 to 60. The default, 30 s, absorbs ordinary drift between hosts.
+        algorithms: accepted signature algorithms; Google signs with RS256.
+        clock: returns the current time in seconds since the epoch (inject one in tests).
+        cache_size: how many verified tokens to remember; 0 disables the cache.
+        trust_cloud_run_iam: accept tokens whose signature Cloud Run replaced by
+            ``SIGNATURE_REMOVED_BY_GOOGLE`` after checking it. Only for a service
+            deployed with IAM invoker checks (``--no-allow-unauthenticated``):
+            anyone who can reach the service directly could forge such a token.
+            Claims and the caller policy are still checked.
+        keyset: a key set to use (and perhaps share); built from ``certs_url``,
+            ``transport``, ``clock`` and ``algorithms`` when ``None``.
+        transport: performs the key fetches (see :class:`KeySet`).
+
+    Raises:
+        ConfigurationError: an empty audience, a leeway outside 0-60 s, a bad
+            allow-list entry, an unsupported algorithm, a bad URL or cache size.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        audience: str | Iterable[str],
+        *,
+        allowed_callers: Iterable[str] | CallerPolicy | None = None,
+        certs_url: str | None = None,
+        issuers: Iterable[str] = GOOGLE_ISSUERS,
+        leeway: float = 30.0,
+        algorithms: Iterable[str] = ("RS256",),
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 10_000,
+        trust_cloud_run_iam: bool = False,
+        keyset: KeySet | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        audiences = _strings("audience", audience)
+        issuer_set = _strings("issuers", issuers)
+        if isinstance(leeway, bool) or not isinstance(leeway, int | float):
+            raise ConfigurationError(f"leeway must be a number of seconds, not {leeway!r}")
+        if not 0 <= leeway <= MAX_LEEWAY:
+            raise ConfigurationError(
+                f"leeway must be between 0 and {MAX_LEEWAY:g} seconds, not {leeway!r}"
+            )
+        chosen_algorithms = frozenset(_strings("algorithms", algorithms))
+        unsupported = chosen_algorithms - jws.SUPPORTED_ALGORITHMS
+        if unsupported:
+            raise ConfigurationError(
+                f"unsupported algorithm(s) {sorted(unsupported)!r}; choose from "
+                f"{sorted(jws.SUPPORTED_ALGORITHMS)!r}"
+            )
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigurationError(f"cache_size must be an integer >= 0, not {cache_size!r}")
+        self._policy = None if allowed_callers is None else _policy(allowed_callers)
+        self._own_keyset = keyset is None
+        if keyset is None:
+            keyset = KeySet(
+                _certs_url(certs_url),
+                transport=transport,
+                clock=clock,
+                algorithms=chosen_algorithms,
+            )
+        elif certs_url is not None or transport is not None:
+            raise ConfigurationError("pass certs_url and transport to the KeySet, not both")
+        elif not chosen_algorithms <= keyset.algorithms:
+            raise ConfigurationError(
+                f"the key set holds keys for {sorted(keyset.algorithms)!r} only; build it with "
+                f"algorithms={sorted(chosen_algorithms)!r}"
+            )
+        self._keyset = keyset
+        self._rules = ClaimRules(
+            issuers=frozenset(issuer_set), audiences=frozenset(audiences), leeway=float(leeway)
+        )
+        self._algorithms = chosen_algorithms
+        self._leeway = float(leeway)
+        self._clock = clock
+        self._trust_iam = bool(trust_cloud_run_iam)
+        # A plain OrderedDict under our lock is the LRU: its C methods cost a third
+        # of cachetools.LRUCache's on this hot path (measured), and we need the lock anyway.
+        self._cache: OrderedDict[str, _Verified] | None = OrderedDict() if cache_size else None
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._verified = 0
+        self._hits = 0
+        self._rejected: Counter[str] = Counter()
+        if allowed_callers is None and not trust_cloud_run_iam:
+            logger.warning(
+                "Verifier for %s has no allow-list: any caller with a valid Google ID token "
+                "for this audience is accepted; pass allowed_callers=[...] to restrict it",
+                " and ".join(sorted(audiences)),
+            )
+
+    def __repr__(self) -> str:
+        audiences = sorted(self._rules.audiences)
+        return f"Verifier(audience={audiences!r}, keyset={self._keyset!r})"
+
+    def close(self) -> None:
+        """Close the key set's idle connections, if this verifier made the key set."""
+        if self._own_keyset:
+            self._keyset.close()
+
+    @property
+    def policy(self) -> CallerPolicy | None:
+        """The allow-list :meth:`verify` applies by default (``None``: any valid caller)."""
+        return self._policy
+
+    @property
+    def keyset(self) -> KeySet:
+        """The key set tokens are checked against."""
+        return self._keyset
+
+    @property
+    def audiences(self) -> frozenset[str]:
+        """The audiences tokens must be issued for."""
+        return self._rules.audiences
+
+    @property
+    def stats(self) -> VerifierStats:
+        """Counters: tokens verified, rejections by reason, cache hits, key fetches."""
+        with self._lock:
+            verified, hits, rejected = self._verified, self._hits, dict(self._rejected)
+        return VerifierStats(verified, rejected, hits, self._keyset.stats.fetches)
+
+    def verify(
+        self, token: str, *, allowed_callers: CallerPolicy | Iterable[str] | None = None
+    ) -> Caller:
+        """Check ``token`` and the caller policy; the caller it identifies.
+
+        Args:
+            token: the bearer token, without the ``Bearer`` prefix.
+            allowed_callers: the allow-list for this call instead of the verifier's.
+
+        Raises:
+            InvalidTokenError: the token is not acceptable (a subclass names why).
+            CallerNotAllowedError: the token is valid, its caller not allowed.
+            KeyFetchError: no verification keys can be had.
+        """
+        return self._authorize(self.authenticate(token), allowed_callers)
+
+    async def averify(
+        self, token: str, *, allowed_callers: CallerPolicy | Iterable[str] | None = None
+    ) -> Caller:
+        """Like :meth:`verify`; a key fetch, if one is needed, runs off the event loop."""
+        return self._authorize(await self.aauthenticate(token), allowed_callers)
+
+    def authenticate(self, token: str) -> Caller:
+        """Check ``token`` only, without any caller policy (adapters apply route policies).
+
+        Raises:
+            InvalidTokenError: the token is not acceptable.
+            KeyFetchError: no verification keys can be had.
+        """
+        now = self._clock()
+        try:
+            cached = self._cached(token, now)
+            if cached is not None:
+                return cached
+            parsed = self._parse(token)
+            key = None if parsed.signature_removed else self._keyset.get(parsed.kid)
+            return self._complete(token, parsed, key, now)
+        except (InvalidTokenError, KeyFetchError) as exc:
+            self._count_rejection(exc)
+            raise
+
+    async def aauthenticate(self, token: str) -> Caller:
+        """Like :meth:`authenticate`; a key fetch, if one is needed, runs off the event loop."""
+        now = self._clock()
+        try:
+            cached = self._cached(token, now)
+            if cached is not None:
+                return cached
+            parsed = self._parse(token)
+            key = None if parsed.signature_removed else await self._keyset.aget(parsed.kid)
+            return self._complete(token, parsed, key, now)
+        except (InvalidTokenError, KeyFetchError) as exc:
+            self._count_rejection(exc)
+            raise
+
+    def _cached(self, token: str, now: float) -> Caller | None:
+        cache = self._cache
+        if cache is None or type(token) is not str:
+            return None
+        leeway = self._leeway
+        with self._lock:
+            entry = cache.get(token)
+            if entry is None:
+                return None
+            if now < entry.exp + leeway and entry.not_before <= now + leeway:
+                cache.move_to_end(token)
+                self._hits += 1
+                self._verified += 1
+                return entry.caller
+            del cache[token]
+        if now >= entry.exp + leeway:
+            raise ExpiredTokenError(
+                f"the token expired {now - entry.exp:.0f} s ago (leeway {leeway:g} s); "
+                "the caller must fetch a fresh token"
+            )
+        raise ImmatureTokenError("the token is not valid yet; check the clocks")
+
+    def _parse(self, token: str) -> jws.CompactJWS:
+        if not token:
+            raise MissingTokenError("no token was given")
+        parsed = jws.parse(token, self._algorithms)
+        if parsed.signature_removed and not self._trust_iam:
+            raise SignatureRemovedError(
+                "the token's signature was removed by Cloud Run (SIGNATURE_REMOVED_BY_GOOGLE); "
+                "send it in Authorization instead, or, if the service is deployed with IAM "
+                "invoker checks, set trust_cloud_run_iam=True"
+            )
+        return parsed
+
+    def _complete(
+        self, token: str, parsed: jws.CompactJWS, key: jws.PublicKey | None, now: float
+    ) -> Caller:
+        if key is not None:
+            jws.verify_signature(parsed, key)
+        claims = parsed.payload
+        validate(claims, now, self._rules)
+        caller = caller_from_claims(claims)
+        entry = _Verified(caller, claims["exp"], max(claims["iat"], claims.get("nbf", 0)))
+        with self._lock:
+            self._verified += 1
+            cache = self._cache
+            if cache is not None:
+                cache[token] = entry
+                if len(cache) > self._cache_size:
+                    cache.popitem(last=False)
+        return caller
+
+    def _authorize(
+        self, caller: Caller, allowed_callers: CallerPolicy | Iterable[str] | None
+    ) -> Caller:
+        policy = self._policy if allowed_callers is None else _policy(allowed_callers)
+        if policy is not None:
+            try:
+                policy.check(caller)
+            except CallerNotAllowedError as exc:
+                self._count_rejection(exc)
+                raise
+        return caller
+
+    def _count_rejection(self, exc: S2SAuthError) -> None:
+        with self._lock:
+            self._rejected[exc.reason] += 1
+        # INFO even for missing keys: the key set itself says so once at WARNING.
+        logger.info("token rejected: %s: %s", exc.reason, exc.message)
+
+
+def _policy(allowed: CallerPolicy | Iterable[str]) -> CallerPolicy:
+    return allowed if isinstance(allowed, CallerPolicy) else CallerPolicy(allowed)
+
+
+def _strings(name: str, values: str | Iterable[str]) -> tuple[str, ...]:
+    chosen = (values,) if isinstance(values, str) else tuple(values)
+    if not chosen or not all(isinstance(value, str) and value for value in chosen):
+        raise ConfigurationError(f"{name} must be one or more non-empty strings, not {values!r}")
+    return chosen
+
+
+def _certs_url(certs_url: str | None) -> str:
+    url = certs_url or os.environ.get(CERTS_URL_ENV) or GOOGLE_CERTS_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"certs_url must be an http(s) URL, not {url!r}")
+    if url != GOOGLE_CERTS_URL and url not in _announced_urls:
+        _announced_urls.add(url)
+        source = f" (from ${CERTS_URL_ENV})" if certs_url is None else ""
+        logger.info("verifying tokens with keys from %s%s, not Google's", url, source)
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+            logger.warning(
+                "the keys URL %s is plain http: anyone on the network path could substitute "
+                "keys and forge tokens; use https",
+                url,
+            )
+    return url
