@@ -1,0 +1,209 @@
+"""Throughput of a hello-world app with and without the s2sauth middleware.
+
+``python benchmarks/bench_middleware.py [--quick] [--install]``
+
+Serves ``benchmarks/apps.py`` in a subprocess on a free loopback port (uvicorn,
+one worker, for ASGI; waitress for WSGI), bare and behind ``IDTokenMiddleware``,
+and drives each with the same token on every request, as real callers reuse a
+token for an hour (so the verified-token cache is warm). The load comes from
+``wrk -t1 -c32`` when it is installed (``--install`` runs ``apt-get install -y
+wrk`` first), else from a small built-in generator: keep-alive ``http.client``
+connections in threads, which is slower than wrk and may itself be the
+bottleneck; the report says which one ran. Target: with middleware >= 0.90 of
+the bare app's requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import math
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script
+    sys.path.insert(0, str(ROOT))
+
+from s2sauth.emulator import Emulator  # noqa: E402
+
+AUDIENCE = "https://bench.example"
+TARGET = 0.90
+CONNECTIONS = 32
+SERVERS: dict[str, Callable[[str, int], list[str]]] = {
+    "asgi (uvicorn)": lambda app, port: [
+        *("-m", "uvicorn", "--factory", f"benchmarks.apps:{app}", "--host", "127.0.0.1"),
+        *("--port", str(port), "--workers", "1", "--lifespan", "off"),
+        *("--log-level", "warning", "--no-access-log"),
+    ],
+    "wsgi (waitress)": lambda app, port: ["-m", "benchmarks.apps", app, str(port)],
+}
+APPS = {
+    "asgi (uvicorn)": ("asgi_bare", "asgi_protected"),
+    "wsgi (waitress)": ("wsgi_bare", "wsgi_protected"),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(port: int, token: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/", headers={"Authorization": f"Bearer {token}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@contextmanager
+def _serve(command: list[str], env: dict[str, str], port: int, token: str) -> Iterator[None]:
+    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status = _get(port, token)  # also warms the key cache and token cache
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {command}") from None
+                time.sleep(0.05)
+        if status != 200:
+            raise RuntimeError(f"warm-up request answered {status}, expected 200")
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _wrk(port: int, token: str, seconds: float) -> tuple[float, int]:
+    output = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, math.ceil(seconds))}s"),
+            *("-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{port}/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = re.search(r"Requests/sec:\s*([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
+    if rate is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    return float(rate.group(1)), int(errors.group(1)) if errors else 0
+
+
+def _builtin(port: int, token: str, seconds: float) -> tuple[float, int]:
+    counts = [[0, 0] for _ in range(CONNECTIONS)]
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def worker(count: list[int]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < deadline:
+            connection.request("GET", "/", headers=headers)
+            response = connection.getresponse()
+            response.read()
+            count[response.status != 200] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=worker, args=(count,)) for count in counts]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return sum(ok for ok, _ in counts) / elapsed, sum(bad for _, bad in counts)
+
+
+def run(quick: bool, install: bool = False) -> list[dict[str, Any]]:
+    """Measure every server bare and with middleware; one row per measurement.
+
+    Both variants of a server run side by side and are driven in short
+    alternating bursts, so drift and load spikes on a shared machine hit both
+    alike; the figures are medians over the rounds, and the ratio is the median
+    of each round's protected/bare ratio.
+
+    Args:
+        quick: two rounds of 1 s bursts (a smoke run), instead of ten of 2 s.
+        install: ``apt-get install -y wrk`` first when wrk is missing.
+    """
+    if install and shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+    load, tool = (_wrk, "wrk") if shutil.which("wrk") else (_builtin, "built-in client")
+    seconds, rounds = (1.0, 2) if quick else (2.0, 10)
+    rows: list[dict[str, Any]] = []
+    with Emulator() as emulator:
+        token = emulator.mint(AUDIENCE)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "S2SAUTH_BENCH_AUDIENCE": AUDIENCE,
+            "S2SAUTH_BENCH_CERTS_URL": emulator.jwks_url,
+            "S2SAUTH_BENCH_ALLOWED": emulator.default_account,
+        }
+        for server, command in SERVERS.items():
+            bare_app, protected_app = APPS[server]
+            rates: dict[str, list[float]] = {bare_app: [], protected_app: []}
+            ports = {app: _free_port() for app in rates}
+            with ExitStack() as stack:
+                for app, port in ports.items():
+                    stack.enter_context(_serve(command(app, port), env, port, token))
+                for round_ in range(rounds):
+                    for app in APPS[server][:: -1 if round_ % 2 else 1]:
+                        rate, failed = load(ports[app], token, seconds)
+                        if failed:
+                            raise RuntimeError(f"{server} {app}: {failed} requests were not 200")
+                        rates[app].append(rate)
+            ratio = statistics.median(
+                protected / bare
+                for bare, protected in zip(rates[bare_app], rates[protected_app], strict=True)
+            )
+            rows.append(_row(f"{server} bare, {tool}", statistics.median(rates[bare_app])))
+            rows.append(
+                _row(
+                    f"{server} + IDTokenMiddleware, {tool}", statistics.median(rates[protected_app])
+                )
+                | {"ratio": ratio, "anchor": "of bare", "target": f">= {TARGET:.2f}"}
+                | {"met": ratio >= TARGET}
+            )
+    return rows
+
+
+def _row(case: str, value: float) -> dict[str, Any]:
+    return {"benchmark": "middleware", "case": case, "value": value, "unit": "req/s"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--install", action="store_true", help="apt-get install wrk if missing")
+    args = parser.parse_args(argv)
+    for row in run(quick=args.quick, install=args.install):
+        line = f"{row['case']:<52} {row['value']:>10,.0f} {row['unit']}"
+        if "ratio" in row:
+            line += f"  ratio {row['ratio']:.2f} (target {row['target']}: "
+            line += "met)" if row["met"] else "NOT met)"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""FastAPI dependency that yields the verified caller of a request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+try:
+    from fastapi import HTTPException, WebSocketException
+    from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+    from fastapi.security.base import SecurityBase
+    from starlette.requests import HTTPConnection
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError("s2sauth.fastapi needs FastAPI: pip install 's2sauth[fastapi]'") from exc
+
+from ._errors import S2SAuthError
+from .verify.caller import Caller
+from .verify.http import DEFAULT_REALM, SERVERLESS_HEADER, Gate
+from .verify.policy import CallerPolicy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .verify.verifier import Verifier
+
+__all__ = ["IDTokenBearer"]
+
+_DESCRIPTION = "A Google-signed OIDC ID token for this service's audience."
+# FastAPI sets these itself for the JSON body it sends.
+_BODY_HEADERS = frozenset({"Content-Type", "Content-Length"})
+
+
+class IDTokenBearer(SecurityBase):
+    """A dependency returning the verified :class:`~s2sauth.Caller`.
+
+    Use it per route, ``caller: Caller = Depends(IDTokenBearer(verifier,
+    allowed_callers=[...]))``, or app-wide in ``FastAPI(dependencies=[...])``.
+    It declares an HTTP bearer security scheme in the OpenAPI schema. When
+    :class:`s2sauth.asgi.IDTokenMiddleware` already verified the request, its
+    caller is reused (no second verification) and only this dependency's
+    allow-list is applied.
+
+    A rejection raises :class:`~fastapi.HTTPException` with the middleware's
+    status and headers; its body is FastAPI's ``{"detail": ...}`` holding the
+    middleware's JSON object. In WebSocket routes it raises
+    :class:`~fastapi.WebSocketException` with code 1008.
+
+    Threat model: see :class:`s2sauth.asgi.IDTokenMiddleware`.
+
+    .. versionadded:: 0.1
+
+    Args:
+        verifier: checks tokens.
+        allowed_callers: this route's allow-list; ``None`` keeps the verifier's.
+        realm: the realm named in ``WWW-Authenticate``.
+        scheme_name: the security scheme's name in the OpenAPI schema.
+
+    Raises:
+        ConfigurationError: an invalid allow-list or realm.
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        allowed_callers: Iterable[str] | CallerPolicy | None = None,
+        realm: str = DEFAULT_REALM,
+        scheme_name: str = "GoogleIDToken",
+    ) -> None:
+        self.gate = Gate(verifier, allowed_callers=allowed_callers, realm=realm)
+        self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
+        self.scheme_name = scheme_name
+
+    async def __call__(self, connection: HTTPConnection) -> Caller:
+        """The request's caller, verified and allowed by this dependency's policy."""
+        verified = connection.scope.get("s2sauth.caller")
+        try:
+            if isinstance(verified, Caller):
+                return self.gate.authorize(verified, self.gate.default)
+            return await self.gate.aauthenticate(
+                connection.headers.getlist("Authorization"),
+                connection.headers.getlist(SERVERLESS_HEADER),
+                policy=self.gate.default,
+            )
+        except S2SAuthError as exc:
+            denial = self.gate.deny(exc)
+            if connection.scope["type"] == "websocket":
+                raise WebSocketException(1008, denial.payload["detail"]) from None
+            headers = {k: v for k, v in denial.headers if k not in _BODY_HEADERS}
+            raise HTTPException(denial.status, dict(denial.payload), headers) from None

@@ -1,0 +1,129 @@
+"""The ``s2sauth verify`` command, against the emulator's keys."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from s2sauth.cli import main
+from s2sauth.emulator import Emulator
+
+AUDIENCE = "https://svc.example"
+CALLER = "caller@demo-project.iam.gserviceaccount.com"
+STRANGER = "stranger@other-project.iam.gserviceaccount.com"
+
+
+@pytest.fixture(scope="module")
+def emulator(emulator_key: rsa.RSAPrivateKey) -> Iterator[Emulator]:
+    """The emulator: keys and tokens."""
+    with Emulator((CALLER, STRANGER), signing_key=emulator_key) as emu:
+        yield emu
+
+
+def verify(emulator: Emulator, *args: str) -> list[str]:
+    return ["verify", *args, "--certs-url", emulator.jwks_url]
+
+
+def test_valid_token(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid token prints the caller and claims and exits 0."""
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    assert main(verify(emulator, token, "--audience", AUDIENCE, "--allow", CALLER)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("valid token\n")
+    assert f"email:      {CALLER}" in out
+    assert f'"aud": "{AUDIENCE}"' in out
+
+
+def test_valid_token_json(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints one object with the caller and the claims."""
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    assert main(verify(emulator, token, "-a", "https://other", "-a", AUDIENCE, "--json")) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] is True
+    assert result["caller"]["email"] == CALLER
+    assert result["caller"]["audience"] == AUDIENCE
+    assert result["claims"]["email"] == CALLER
+
+
+@pytest.mark.parametrize(
+    ("args", "account", "reason"),
+    [
+        pytest.param(["--audience", "https://other"], CALLER, "audience_mismatch", id="audience"),
+        pytest.param(
+            ["--audience", AUDIENCE, "--allow", CALLER],
+            STRANGER,
+            "caller_not_allowed",
+            id="not allowed",
+        ),
+    ],
+)
+def test_rejected_token(
+    emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    account: str,
+    reason: str,
+) -> None:
+    """A rejected token prints the exact reason and exits 1."""
+    token = emulator.mint(AUDIENCE, account=account)
+    assert main(verify(emulator, token, *args)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert reason in captured.err
+    assert token not in captured.err
+
+
+def test_rejected_token_json(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json reports a rejection as an object with status, reason and message."""
+    assert main(verify(emulator, "not-a-token", "--audience", AUDIENCE, "--json")) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] is False
+    assert result["status"] == 401
+    assert result["reason"] == "malformed"
+    assert result["error"] == "invalid_token"
+    assert result["message"]
+
+
+def test_token_from_stdin(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOKEN '-' reads the token from standard input (kept out of shell history)."""
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+    assert main(verify(emulator, "-", "--audience", AUDIENCE, "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["caller"]["email"] == CALLER
+
+
+def test_keys_unavailable(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """A keys endpoint that does not answer is a rejection with reason keys_unavailable."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    args = ["verify", token, "-a", AUDIENCE, "--certs-url", f"http://127.0.0.1:{port}/certs"]
+    assert main(args) == 1
+    assert "keys_unavailable" in capsys.readouterr().err
+
+
+def test_audience_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --audience the command is a usage error."""
+    with pytest.raises(SystemExit) as caught:
+        main(["verify", "x.y.z"])
+    assert caught.value.code == 2
+    assert "--audience" in capsys.readouterr().err
+
+
+def test_console_entry_point(emulator: Emulator) -> None:
+    """`python -m s2sauth verify` runs as a real process with the same exit status."""
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    command = [sys.executable, "-m", "s2sauth", *verify(emulator, token, "-a", AUDIENCE, "--json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["caller"]["email"] == CALLER
