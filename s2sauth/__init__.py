@@ -34,7 +34,12 @@ from ._errors import (
     TokenFetchError,
     UnknownKeyError,
 )
+from .tokens.provider import AccessTokenProvider, IDTokenProvider
+from .tokens.sources import ADCSource, DefaultSource, MetadataServerSource
 from .verify.caller import Caller
+from .verify.keys import KeySet
+from .verify.policy import CallerPolicy, Rule
+from .verify.verifier import GOOGLE_CERTS_URL, GOOGLE_ISSUERS, Verifier
 
 try:
     __version__ = version("s2sauth")
@@ -42,24 +47,35 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "ADCSource",
+    "AccessTokenProvider",
     "AudienceMismatchError",
     "BadSignatureError",
     "Caller",
     "CallerNotAllowedError",
+    "CallerPolicy",
     "ConfigurationError",
+    "DefaultSource",
     "ExpiredTokenError",
+    "GOOGLE_CERTS_URL",
+    "GOOGLE_ISSUERS",
+    "IDTokenProvider",
     "ImmatureTokenError",
     "InvalidClaimsError",
     "InvalidHeaderError",
     "InvalidTokenError",
     "IssuerMismatchError",
     "KeyFetchError",
+    "KeySet",
     "MalformedTokenError",
+    "MetadataServerSource",
     "MissingTokenError",
+    "Rule",
     "S2SAuthError",
     "SignatureRemovedError",
     "TokenFetchError",
     "UnknownKeyError",
+    "Verifier",
     "__version__",
 ]
 
