@@ -1,0 +1,155 @@
+"""``s2sauth demo``: every call gets the expected outcome, in-process and as a command."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from s2sauth.cli import main
+from s2sauth.cli.demo import CALLER, bind
+
+# A table row: client, target, caller, expected status, got, time, mark.
+ROW = re.compile(r"^  (requests|httpx|httpx async)\s+(starlette|flask)\s+.*?\s(\d{3})\s+(\S+)\s+")
+OK_MARKS = ("\u2713", "ok")
+CURL = re.compile(r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)')
+
+
+def _rows(output: str) -> list[tuple[str, str]]:
+    return [(m.group(3), m.group(4)) for m in map(ROW.match, output.splitlines()) if m]
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The demo must not depend on the environment: point it somewhere dead.
+    env.update(GCE_METADATA_HOST="127.0.0.1:9", S2SAUTH_CERTS_URL="http://127.0.0.1:9/certs")
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    return env
+
+
+def _assert_all_expected(output: str) -> None:
+    rows = _rows(output)
+    assert len(rows) == 11, output
+    assert all(expected == got for expected, got in rows), output
+    assert {expected for expected, _ in rows} == {"200", "401", "403"}
+    marked = [line for line in output.splitlines() if ROW.match(line)]
+    assert all(line.rstrip().endswith(OK_MARKS) for line in marked), output
+    assert "All 11 outcomes as expected." in output
+
+
+def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """`s2sauth demo` through cli.main: exit 0, every row as expected, counters and cost shown."""
+    status = main(["demo"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    _assert_all_expected(out)
+    assert "token provider (caller):  2 fetches" in out
+    assert "verifier (starlette):" in out and "key fetch" in out
+    assert re.search(r"first time:\s+[\d.]+ (\u00b5|u)s", out)
+    assert "eyJ" not in out  # no token is printed without --keep-running
+
+
+def test_demo_as_a_command() -> None:
+    """`python -m s2sauth demo` exits 0 with every row as expected, whatever the environment."""
+    result = subprocess.run(
+        [sys.executable, "-m", "s2sauth", "demo"],
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_all_expected(result.stdout)
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_falls_back_to_ascii_marks() -> None:
+    """With an ASCII-only stdout, the table still prints, with ASCII marks."""
+    env = _subprocess_env() | {"PYTHONIOENCODING": "ascii"}
+    result = subprocess.run(
+        [sys.executable, "-m", "s2sauth", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_all_expected(result.stdout)
+    assert re.search(r"first time:\s+[\d.]+ us", result.stdout)
+
+
+def test_demo_needs_the_demo_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without one of the demo's dependencies it exits 2 and names the extra to install."""
+    monkeypatch.setitem(sys.modules, "waitress", None)  # as if it were not installed
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "waitress" in err and "pip install 's2sauth[demo]'" in err
+
+
+def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """A --port-asgi that is taken is reported, with exit 2 and no traceback."""
+    with bind() as taken:
+        taken.listen()
+        assert main(["demo", "--port-asgi", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def _lines(stream: Iterator[str]) -> queue.Queue[str]:
+    """The lines of ``stream`` as they come, read on a thread (so waits can time out)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
+def test_keep_running_serves_the_printed_commands_until_ctrl_c() -> None:
+    """--keep-running prints a token and curl commands that work, and Ctrl-C exits 0."""
+    command = [sys.executable, "-m", "s2sauth", "demo", "--keep-running"]
+    with subprocess.Popen(
+        command,
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        lines = _lines(process.stdout)
+        token = url = None
+        try:
+            while url is None:
+                line = lines.get(timeout=90)
+                if line.strip().startswith("export S2SAUTH_DEMO_TOKEN="):
+                    token = line.strip().partition("=")[2]
+                match = re.search(
+                    r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)', line
+                )
+                if match:
+                    url = match.group(1)
+            assert token is not None
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(request, timeout=30) as response:
+                assert response.status == 200
+                assert CALLER in response.read().decode()
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
