@@ -10,9 +10,10 @@ result::
         return parse_identity_response(response)
 
 The flow decides everything (what to ask, how to read the answer, whether an
-error is worth another try); a driver only moves bytes. ``run_sync`` moves them
-on the calling thread; ``run_async`` moves them in a worker thread so that the
-event loop never blocks. Both are the same loop.
+error is worth another try); the driver only moves bytes. Async callers never
+drive a flow on the event loop: :meth:`s2sauth._flight.SingleFlight.ado` runs the
+whole fetch, this driver included, in a worker thread, which is also where the
+single flight shared with threaded callers lives.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TypeAlias, TypeVar
 
-from ._http import HTTPRequest, HTTPResponse, Transport, TransportError, run_in_thread
+from ._http import HTTPRequest, HTTPResponse, Transport, TransportError
 
 T = TypeVar("T")
 
@@ -34,22 +35,6 @@ def run_sync(flow: Flow[T], transport: Transport) -> T:
         while True:
             try:
                 response = transport(request)
-            except TransportError as exc:
-                request = flow.throw(exc)
-            else:
-                request = flow.send(response)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-
-
-async def run_async(flow: Flow[T], transport: Transport) -> T:
-    """Drive ``flow`` like :func:`run_sync`, each request made off the event loop."""
-    try:
-        request = next(flow)
-        while True:
-            try:
-                response = await run_in_thread(transport, request)
             except TransportError as exc:
                 request = flow.throw(exc)
             else:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import http.client
 import ssl
 import threading
@@ -202,19 +201,6 @@ def _async_library() -> str:
         return sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:  # pragma: no cover
         return "asyncio"
-
-
-async def run_in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run blocking ``fn(*args)`` in a worker thread, keeping the event loop free.
-
-    Works under asyncio (the loop's default executor) and, through anyio, under trio.
-    """
-    call = functools.partial(fn, *args)
-    if _async_library() == "asyncio":
-        return await asyncio.get_running_loop().run_in_executor(None, call)
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(call)
 
 
 async def wait_future(future: concurrent.futures.Future[T]) -> T:
