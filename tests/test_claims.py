@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import dataclasses
+from dataclasses import FrozenInstanceError, fields
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from s2sauth._errors import (
     InvalidTokenError,
     IssuerMismatchError,
 )
+from s2sauth.verify.caller import Caller
 from s2sauth.verify.claims import VALIDATORS, ClaimRules, caller_from_claims, validate
 
 NOW = 1_700_000_000
@@ -188,3 +192,37 @@ def test_caller_claims_are_read_only() -> None:
     with pytest.raises(TypeError):
         caller.claims["sub"] = "someone else"  # type: ignore[index]
     assert caller.claims["azp"] == "112233445566778899001"
+
+
+def test_caller_from_claims_equals_the_public_constructor() -> None:
+    """The verifier's Caller has the fields, equality and repr of Caller(...)."""
+    verified = claims()
+    caller = caller_from_claims(verified)
+    built = Caller(
+        "caller@proj.iam.gserviceaccount.com",
+        "112233445566778899001",
+        "https://svc.example",
+        datetime.fromtimestamp(NOW, timezone.utc),
+        datetime.fromtimestamp(NOW + 3600, timezone.utc),
+        MappingProxyType(verified),
+    )
+    assert caller == built and built == caller
+    assert [getattr(caller, f.name) for f in fields(Caller)] == [
+        getattr(built, f.name) for f in fields(Caller)
+    ]
+    assert dataclasses.replace(caller, email=None) == dataclasses.replace(built, email=None)
+    assert repr(caller) == repr(built)
+
+
+def test_caller_from_claims_stays_frozen() -> None:
+    """The verifier's Caller refuses changes, and unknown attributes do not exist."""
+    caller = caller_from_claims(claims())
+    with pytest.raises(FrozenInstanceError):
+        caller.issued_at = datetime.now(timezone.utc)  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        caller.email = "someone@else"  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'nickname'"):
+        caller.nickname  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(caller, "nickname")
+    assert caller.expires_at is caller.expires_at
+    assert caller.expires_at - caller.issued_at == timedelta(hours=1)

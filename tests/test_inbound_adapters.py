@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -319,6 +320,40 @@ class InboundContract:
         response = self.get(client, f"{servers()}/hello", token, headers=headers)
         self.assert_denied(response, 401, "malformed")
 
+    def test_each_rejection_is_counted_and_logged_once(
+        self,
+        emulator: Emulator,
+        transport: HTTPTransport,
+        client: httpx.Client,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """One INFO line per rejected request; the verifier counts every one it sees, 403s too."""
+        verifier = make_verifier(emulator, "standard", transport)
+        cases = [
+            ("/hello", emulator.mint(AUDIENCE, account=STRANGER), 403, "caller_not_allowed"),
+            ("/admin", emulator.mint(AUDIENCE, account=CALLER), 403, "caller_not_allowed"),
+            ("/hello", expired(emulator), 401, "expired"),
+            ("/hello", "garbage", 401, "malformed"),
+            ("/hello", None, 401, "missing_token"),
+        ]
+        with type(self).serve(verifier) as url:
+            warm_up = self.get(client, f"{url}/hello", emulator.mint(AUDIENCE, account=CALLER))
+            assert warm_up.status_code == 200  # the key fetch is behind us
+            for path, token, status, reason in cases:
+                caplog.clear()
+                with caplog.at_level(logging.INFO, logger="s2sauth"):
+                    self.assert_denied(self.get(client, f"{url}{path}", token), status, reason)
+                lines = [r for r in caplog.records if not r.name.startswith("s2sauth.emulator")]
+                assert [(r.levelno, reason in r.getMessage()) for r in lines] == [
+                    (logging.INFO, True)
+                ], reason
+        # A missing token never reaches the verifier: the adapter's gate logs it, uncounted.
+        assert verifier.stats.rejected_by_reason == {
+            "caller_not_allowed": 2,
+            "expired": 1,
+            "malformed": 1,
+        }
+
 
 # --- ASGI -----------------------------------------------------------------------------------
 
@@ -534,6 +569,7 @@ def test_fastapi_dependency_reuses_middleware_caller(
         ]
     assert [answer.status_code for answer in answers] == [200, 403]
     assert verifier.calls == 2
+    assert verifier.stats.rejected_by_reason == {"caller_not_allowed": 1}
 
 
 class CountingSyncVerifier(Verifier):
@@ -562,6 +598,7 @@ def test_flask_decorator_reuses_wsgi_middleware_caller(
         ]
     assert [answer.status_code for answer in answers] == [200, 403]
     assert verifier.calls == 2
+    assert verifier.stats.rejected_by_reason == {"caller_not_allowed": 1}
 
 
 # --- WSGI -----------------------------------------------------------------------------------

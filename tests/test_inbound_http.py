@@ -55,6 +55,14 @@ class FakeVerifier:
         self.table = table
         self.policy = policy
         self.seen: list[str] = []
+        self.authorized: list[tuple[Caller, CallerPolicy | None]] = []
+
+    def authorize(self, caller: Caller, allowed_callers: CallerPolicy | None = None) -> Caller:
+        self.authorized.append((caller, allowed_callers))
+        policy = self.policy if allowed_callers is None else allowed_callers
+        if policy is not None:
+            policy.check(caller)
+        return caller
 
     def authenticate(self, token: str) -> Caller:
         self.seen.append(token)
@@ -304,19 +312,29 @@ def test_unexpected_exception_is_an_invalid_token(caplog: pytest.LogCaptureFixtu
 
 
 def test_rejections_are_logged_once_at_info(caplog: pytest.LogCaptureFixture) -> None:
-    """Header and policy rejections log their reason at INFO; the verifier logs its own."""
+    """The gate logs at INFO only header rejections; token and policy ones are the verifier's."""
     g = gate({SECRET: ExpiredTokenError("expired"), TOKEN: make_caller("x@y.z")})
     with caplog.at_level(logging.INFO, logger="s2sauth"):
         for headers in ([f"Bearer {SECRET}"], [], ["Bearer ~~ ~~"], [f"Bearer {TOKEN}"]):
             with pytest.raises(S2SAuthError):
                 g.authenticate(headers, policy=g.default)
     messages = [r.getMessage() for r in caplog.records]
-    assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
+    assert [r.levelno for r in caplog.records] == [logging.INFO] * 2
     assert "missing_token" in messages[0]
     assert "malformed" in messages[1]
-    assert "caller_not_allowed" in messages[2]
     assert SECRET not in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_gate_hands_the_policy_to_the_verifier() -> None:
+    """The verifier applies a route's policy (so it counts and logs a 403); None skips it."""
+    verifier = FakeVerifier({TOKEN: make_caller("x@y.z")}, CallerPolicy([CALLER]))
+    g = Gate(verifier, allowed_callers=[OPS])  # type: ignore[arg-type]
+    with pytest.raises(CallerNotAllowedError):
+        g.authenticate([f"Bearer {TOKEN}"], policy=g.default)
+    assert verifier.authorized == [(make_caller("x@y.z"), g.default)]
+    assert g.authorize(make_caller("x@y.z"), None).email == "x@y.z"
+    assert len(verifier.authorized) == 1
 
 
 class TestAsync:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -382,3 +383,89 @@ def test_es256_with_another_curve_is_refused(ec_key: ec.EllipticCurvePrivateKey)
     p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
     with pytest.raises(InvalidHeaderError):
         jws.verify_signature(parsed, p384)
+
+
+# DER DigestInfo prefixes (RFC 8017 section 9.2, note 1).
+SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+SHA512_INFO = bytes.fromhex("3051300d060960864801650304020305000440")
+SHA256_INFO_NO_NULL = bytes.fromhex("302f300b0609608648016503040201" + "0420")
+
+
+def raw_rsa_sign(key: rsa.RSAPrivateKey, encoded: bytes) -> bytes:
+    """The RSA private operation on a hand-built encoded message, padded to the modulus size."""
+    n = key.public_key().public_numbers().n
+    size = (n.bit_length() + 7) // 8
+    return pow(int.from_bytes(encoded, "big"), key.private_numbers().d, n).to_bytes(size, "big")
+
+
+def emsa(digest_info: bytes, *, block_type: bytes = b"\x01", filler: bytes = b"\xff") -> bytes:
+    """EMSA-PKCS1-v1_5 for a 2048-bit key, with parts that may be spoiled."""
+    padding_string = filler * (256 - 3 - len(digest_info))
+    return b"\x00" + block_type + padding_string + b"\x00" + digest_info
+
+
+def with_signature(token: str, signature: bytes) -> jws.CompactJWS:
+    return jws.parse(replace_segment(token, 2, b64(signature)))
+
+
+def test_hand_built_pkcs1_signature_verifies(rsa_key: rsa.RSAPrivateKey, token: str) -> None:
+    """The hand-built encoding below is the genuine one: it verifies (so the spoilt ones test)."""
+    message = jws.parse(token).signing_input
+    signature = raw_rsa_sign(rsa_key, emsa(SHA256_INFO + hashlib.sha256(message).digest()))
+    assert signature == _signature(token)
+    jws.verify_signature(with_signature(token, signature), rsa_key.public_key())
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda m: emsa(SHA512_INFO + hashlib.sha512(m).digest()), id="SHA-512"),
+        pytest.param(lambda m: emsa(hashlib.sha256(m).digest()), id="no DigestInfo"),
+        pytest.param(
+            lambda m: emsa(SHA256_INFO_NO_NULL + hashlib.sha256(m).digest()), id="no NULL"
+        ),
+        pytest.param(
+            lambda m: emsa(SHA256_INFO + hashlib.sha256(m).digest() + b"\0"), id="trailing byte"
+        ),
+        pytest.param(
+            lambda m: emsa(SHA256_INFO + hashlib.sha256(m).digest(), filler=b"\xfe"),
+            id="padding not FF",
+        ),
+        pytest.param(
+            lambda m: emsa(SHA256_INFO + hashlib.sha256(m).digest(), block_type=b"\x02"),
+            id="block type 2",
+        ),
+        pytest.param(
+            lambda m: emsa(SHA256_INFO + hashlib.sha256(m + b"x").digest()), id="other message"
+        ),
+    ],
+)
+def test_spoilt_pkcs1_encodings_are_bad(
+    rsa_key: rsa.RSAPrivateKey, token: str, encode: Any
+) -> None:
+    """Another hash, a missing or loose DigestInfo, or bad padding never verifies."""
+    message = jws.parse(token).signing_input
+    parsed = with_signature(token, raw_rsa_sign(rsa_key, encode(message)))
+    with pytest.raises(BadSignatureError):
+        jws.verify_signature(parsed, rsa_key.public_key())
+
+
+def test_signature_not_below_the_modulus_is_bad(rsa_key: rsa.RSAPrivateKey, token: str) -> None:
+    """A signature value equal to the modulus (s = 0 mod n) is refused."""
+    n = rsa_key.public_key().public_numbers().n
+    with pytest.raises(BadSignatureError):
+        jws.verify_signature(with_signature(token, n.to_bytes(256, "big")), rsa_key.public_key())
+
+
+def test_signature_has_one_length(rsa_key: rsa.RSAPrivateKey) -> None:
+    """A genuine signature with a leading zero byte verifies only at the modulus' length."""
+    for n in range(5000):
+        token = sign(rsa_key, payload={**PAYLOAD, "n": n})
+        if _signature(token)[0] == 0:
+            break
+    else:  # pragma: no cover - a chance of about 1 in 3e8
+        pytest.fail("no signature with a leading zero byte")
+    key = rsa_key.public_key()
+    jws.verify_signature(jws.parse(token), key)
+    with pytest.raises(BadSignatureError):
+        jws.verify_signature(with_signature(token, _signature(token)[1:]), key)

@@ -320,6 +320,50 @@ def test_authenticate_skips_the_policy(
         verifier.authenticate(emulator.mint("https://elsewhere"))
 
 
+def test_authorize_counts_and_logs_a_refusal_once(
+    emulator: Emulator, make_verifier: Callable[..., Verifier], caplog: pytest.LogCaptureFixture
+) -> None:
+    """authorize applies a policy (the verifier's by default) and counts and logs a 403 once."""
+    verifier = make_verifier()
+    other = verifier.authenticate(emulator.mint(AUDIENCE, account=OTHER))
+    assert verifier.authorize(other, [OTHER]) is other
+    assert verifier.authorize(other, CallerPolicy([OTHER])) is other
+    with caplog.at_level(logging.DEBUG, logger="s2sauth"):
+        with pytest.raises(CallerNotAllowedError):
+            verifier.authorize(other)
+    assert verifier.stats.rejected_by_reason == {"caller_not_allowed": 1}
+    assert [(r.levelno, "caller_not_allowed" in r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, True)
+    ]
+    anyone = make_verifier(allowed_callers=None)
+    assert anyone.authorize(other) is other
+    assert anyone.stats.rejected_by_reason == {}
+
+
+def test_verifier_is_a_context_manager(
+    emulator: Emulator, make_verifier: Callable[..., Verifier]
+) -> None:
+    """`with Verifier(...) as v` yields the verifier and closes it on the way out, even on error."""
+    closed: list[Verifier] = []
+
+    class Recording(Verifier):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    with Recording(AUDIENCE, allowed_callers=[CALLER], certs_url=emulator.jwks_url) as verifier:
+        assert isinstance(verifier, Recording)
+        assert verifier.verify(emulator.mint(AUDIENCE)).email == CALLER
+        assert closed == []
+    assert closed == [verifier]
+    with pytest.raises(ExpiredTokenError):
+        with Recording(AUDIENCE, allowed_callers=[CALLER], certs_url=emulator.jwks_url) as second:
+            second.verify(emulator.mint(AUDIENCE, claims={"exp": 1, "iat": 0}))
+    assert closed == [verifier, second]
+    assert verifier.verify(emulator.mint(AUDIENCE)).email == CALLER  # still usable after close
+    verifier.close()
+
+
 def test_keys_endpoint_down_at_start_fails_closed(
     emulator: Emulator, make_verifier: Callable[..., Verifier], clock: Clock
 ) -> None:

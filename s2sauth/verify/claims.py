@@ -43,7 +43,7 @@ from .._errors import (
     InvalidClaimsError,
     IssuerMismatchError,
 )
-from .caller import Caller
+from .caller import Caller, _verified_caller
 
 __all__ = [
     "MAX_LIFETIME",
@@ -203,15 +203,7 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
         claims: claims that passed :func:`validate`; kept read-only in the result.
     """
     email = claims.get("email") if claims.get("email_verified") is True else None
-    # Positional: this runs for every first-seen token, and keywords cost more.
-    return Caller(
-        email,
-        claims["sub"],
-        claims["aud"],
-        datetime.fromtimestamp(claims["iat"], timezone.utc),
-        datetime.fromtimestamp(claims["exp"], timezone.utc),
-        MappingProxyType(claims),
-    )
+    return _verified_caller(email, claims["sub"], claims["aud"], MappingProxyType(claims))
 
 
 def _wrong_type(name: str, value: object, expected: str) -> str:

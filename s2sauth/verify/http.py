@@ -234,16 +234,13 @@ def denial(exc: S2SAuthError, *, realm: str = DEFAULT_REALM) -> Denial:
     return Denial(exc.status_code, tuple(headers), payload, body)
 
 
-def _log_rejection(exc: S2SAuthError) -> None:
-    _log.info("request rejected: %s: %s", exc.reason, exc.message)
-
-
 def _find_token_logged(authorization: Sequence[str], serverless: Sequence[str]) -> str:
-    # The verifier logs what it rejects; rejections before it reach the log here.
+    # One INFO line per rejected request: the verifier logs (and counts) every token
+    # and policy rejection; only what never reaches it, the headers, is logged here.
     try:
         return find_token(authorization, serverless)
     except InvalidTokenError as exc:
-        _log_rejection(exc)
+        _log.info("rejected: %s: %s", exc.reason, exc.message)
         raise
 
 
@@ -347,16 +344,19 @@ class Gate:
     def authorize(self, caller: Caller, policy: CallerPolicy | None) -> Caller:
         """Apply ``policy`` to a caller verified earlier (e.g. by a middleware).
 
+        The verifier applies it (:meth:`Verifier.authorize`), so that a refusal
+        is counted in its stats and logged once, like a token rejection.
+
+        Args:
+            caller: a verified caller.
+            policy: from :meth:`route`, or :attr:`default`; ``None`` allows any caller.
+
         Raises:
             CallerNotAllowedError: 403.
         """
-        if policy is not None:
-            try:
-                policy.check(caller)
-            except CallerNotAllowedError as exc:
-                _log_rejection(exc)
-                raise
-        return caller
+        if policy is None:
+            return caller
+        return self.verifier.authorize(caller, policy)
 
     def deny(self, exc: S2SAuthError) -> Denial:
         """The response for ``exc`` under this gate's realm (see :func:`denial`)."""
