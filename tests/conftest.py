@@ -9,6 +9,24 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from s2sauth.emulator import Emulator
 
+#: A loopback port nothing listens on (the discard port).
+DEAD_LOOPBACK = "127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test on loopback: no metadata server, keys or ADC from the real world.
+
+    Tests that need the emulator set these again themselves; any test that forgets
+    meets a dead loopback port instead of metadata.google.internal, 169.254.169.254
+    or Google's certs URL.
+    """
+    monkeypatch.setenv("GCE_METADATA_HOST", DEAD_LOOPBACK)
+    monkeypatch.setenv("GCE_METADATA_IP", DEAD_LOOPBACK)
+    monkeypatch.setenv("S2SAUTH_CERTS_URL", f"http://{DEAD_LOOPBACK}/oauth2/v3/certs")
+    monkeypatch.delenv("GCE_METADATA_ROOT", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

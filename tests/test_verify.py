@@ -510,8 +510,9 @@ def test_configuration_errors(options: dict[str, Any]) -> None:
         Verifier(options.pop("audience", AUDIENCE), **options)
 
 
-def test_defaults() -> None:
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """Google's keys URL and issuers are the defaults; the leeway boundaries are accepted."""
+    monkeypatch.delenv("S2SAUTH_CERTS_URL")
     verifier = Verifier(AUDIENCE, allowed_callers=[CALLER], leeway=60)
     assert verifier.keyset.certs_url == GOOGLE_CERTS_URL
     assert GOOGLE_ISSUERS == ("https://accounts.google.com", "accounts.google.com")
