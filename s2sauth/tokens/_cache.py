@@ -162,7 +162,7 @@ class TokenCache(Generic[K]):
                 self._describe(key),
                 entry.expires_at - now,
             )
-        else:
+        elif logger.isEnabledFor(logging.DEBUG):  # the hot path: build no message unread
             logger.debug("s2sauth: %s served from the cache", self._describe(key))
         return entry.value
 
