@@ -187,8 +187,9 @@ class Rules(Generic[K]):
 
     def attach(self, headers: MutableMapping[str, str], token: str) -> None:
         """Put ``Bearer <token>`` in each header of the mode."""
+        value = f"Bearer {token}"
         for name in self.header_names:
-            headers[name] = f"Bearer {token}"
+            headers[name] = value
 
     def strip(self, headers: MutableMapping[str, str]) -> None:
         """Remove both token headers, whatever the mode (neither may leave the origin)."""
