@@ -47,11 +47,6 @@ class SingleFlight(Generic[K, V]):
         self._lock = threading.Lock()
         self._calls: dict[K, concurrent.futures.Future[V]] = {}
 
-    def in_flight(self, key: K) -> bool:
-        """Whether a call for ``key`` is running now."""
-        with self._lock:
-            return key in self._calls
-
     def running(self, key: K) -> concurrent.futures.Future[V] | None:
         """The call for ``key`` in progress, to wait on without starting one (or ``None``)."""
         with self._lock:
