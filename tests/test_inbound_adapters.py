@@ -347,11 +347,12 @@ class InboundContract:
                 assert [(r.levelno, reason in r.getMessage()) for r in lines] == [
                     (logging.INFO, True)
                 ], reason
-        # A missing token never reaches the verifier: the adapter's gate logs it, uncounted.
+        # A missing token never reaches the verifier's checks; the gate records it there.
         assert verifier.stats.rejected_by_reason == {
             "caller_not_allowed": 2,
             "expired": 1,
             "malformed": 1,
+            "missing_token": 1,
         }
 
 

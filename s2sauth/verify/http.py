@@ -234,22 +234,6 @@ def denial(exc: S2SAuthError, *, realm: str = DEFAULT_REALM) -> Denial:
     return Denial(exc.status_code, tuple(headers), payload, body)
 
 
-def _find_token_logged(authorization: Sequence[str], serverless: Sequence[str]) -> str:
-    # One INFO line per rejected request: the verifier logs (and counts) every token
-    # and policy rejection; only what never reaches it, the headers, is logged here.
-    try:
-        return find_token(authorization, serverless)
-    except InvalidTokenError as exc:
-        _log.info("rejected: %s: %s", exc.reason, exc.message)
-        raise
-
-
-def _unexpected(exc: Exception) -> InvalidTokenError:
-    # Never a 500 from auth input. Only the type is logged: a foreign message may quote input.
-    _log.warning("unexpected %s while verifying a token; answered as invalid", type(exc).__name__)
-    return InvalidTokenError("the token could not be verified")
-
-
 class Gate:
     """The check an inbound adapter runs on each request: route, token, verifier, policy.
 
@@ -315,13 +299,13 @@ class Gate:
             CallerNotAllowedError: 403.
             KeyFetchError: 503.
         """
-        token = _find_token_logged(authorization, serverless)
+        token = self._find_token(authorization, serverless)
         try:
             caller = self.verifier.authenticate(token)
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
-            raise _unexpected(exc) from exc
+            raise self._unexpected(exc) from exc
         return self.authorize(caller, policy)
 
     async def aauthenticate(
@@ -332,14 +316,31 @@ class Gate:
         policy: CallerPolicy | None,
     ) -> Caller:
         """:meth:`authenticate` without blocking the event loop."""
-        token = _find_token_logged(authorization, serverless)
+        token = self._find_token(authorization, serverless)
         try:
             caller = await self.verifier.aauthenticate(token)
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
-            raise _unexpected(exc) from exc
+            raise self._unexpected(exc) from exc
         return self.authorize(caller, policy)
+
+    def _find_token(self, authorization: Sequence[str], serverless: Sequence[str]) -> str:
+        # The verifier counts and logs every refusal, these too: one INFO line per request.
+        try:
+            return find_token(authorization, serverless)
+        except InvalidTokenError as exc:
+            self.verifier.record_rejection(exc)
+            raise
+
+    def _unexpected(self, exc: Exception) -> InvalidTokenError:
+        # Never a 500 from auth input. Only the type is logged: a foreign message may quote input.
+        _log.warning(
+            "unexpected %s while verifying a token; answered as invalid", type(exc).__name__
+        )
+        refusal = InvalidTokenError("the token could not be verified")
+        self.verifier.record_rejection(refusal)
+        return refusal
 
     def authorize(self, caller: Caller, policy: CallerPolicy | None) -> Caller:
         """Apply ``policy`` to a caller verified earlier (e.g. by a middleware).

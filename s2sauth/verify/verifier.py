@@ -298,7 +298,7 @@ class Verifier:
             try:
                 policy.check(caller)
             except CallerNotAllowedError as exc:
-                self._count_rejection(exc)
+                self.record_rejection(exc)
                 raise
         return caller
 
@@ -318,7 +318,7 @@ class Verifier:
             key = None if parsed.signature_removed else self._keyset.get(parsed.kid)
             return self._complete(token, parsed, key, now)
         except (InvalidTokenError, KeyFetchError) as exc:
-            self._count_rejection(exc)
+            self.record_rejection(exc)
             raise
 
     async def aauthenticate(self, token: str) -> Caller:
@@ -332,7 +332,7 @@ class Verifier:
             key = None if parsed.signature_removed else await self._keyset.aget(parsed.kid)
             return self._complete(token, parsed, key, now)
         except (InvalidTokenError, KeyFetchError) as exc:
-            self._count_rejection(exc)
+            self.record_rejection(exc)
             raise
 
     def _cached(self, token: str, now: float) -> Caller | None:
@@ -397,7 +397,17 @@ class Verifier:
             self._lock.release()
         return caller
 
-    def _count_rejection(self, exc: S2SAuthError) -> None:
+    def record_rejection(self, exc: S2SAuthError) -> None:
+        """Count and log a refusal, as the verifier does for each one it decides.
+
+        Adapters call it for a request refused before its token reaches
+        :meth:`authenticate` (no token, or unusable authorization headers), so
+        :attr:`stats` and the log cover every refused request. The log line, at
+        INFO, gives the reason and the message, never a token.
+
+        Args:
+            exc: the error the request is refused with.
+        """
         with self._lock:
             self._rejected[exc.reason] += 1
         # The one INFO line of a rejected request (adapters log only what never reaches
