@@ -219,7 +219,10 @@ class UrllibRequest(google.auth.transport.Request):
     reachable only through a corporate ``HTTPS_PROXY``, which urllib honours
     (with ``NO_PROXY``) and HTTPTransport deliberately ignores. It needs no
     dependency beyond the standard library. The metadata server never goes
-    through here.
+    through here, and neither does an impersonated service account's ID-token
+    call to ``generateIdToken``: google-auth makes that one with its own
+    ``requests`` session (which honours ``HTTPS_PROXY`` and ``REQUESTS_CA_BUNDLE``),
+    so those credentials need the ``requests`` extra.
 
     Args:
         timeout: seconds per request when google-auth does not say.
@@ -284,6 +287,8 @@ class ADCSource:
             or impersonated credentials; any for access tokens).
         request: the google-auth transport for token endpoints;
             :class:`UrllibRequest` (which honours ``HTTPS_PROXY``) by default.
+            google-auth calls ``generateIdToken`` for impersonated credentials
+            through ``requests`` instead (see :class:`UrllibRequest`).
     """
 
     def __init__(
@@ -464,6 +469,14 @@ def _google_auth_errors(what: str) -> Iterator[None]:
         raise TokenFetchError(
             f"Application Default Credentials could not mint {what}: {safe_text(str(exc))}",
             retryable=retryable,
+        ) from exc
+    except ImportError as exc:
+        # google-auth imports its requests transport only when it needs it: to call
+        # the IAM Credentials API for an impersonated service account's ID token.
+        raise TokenFetchError(
+            f"Application Default Credentials could not mint {what}: {safe_text(str(exc))} "
+            "(google-auth calls the IAM Credentials API for an impersonated service account "
+            "through requests: pip install 's2sauth[requests]')"
         ) from exc
 
 
