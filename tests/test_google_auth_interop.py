@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -506,3 +507,19 @@ def test_adc_impersonation_without_requests(
         source.fetch_id_token(AUDIENCE)
     assert "pip install 's2sauth[requests]'" in caught.value.message
     assert [seen.path for seen in impersonation.oauth.seen] == []
+
+
+def test_adc_impersonation_unreachable_is_retryable(
+    impersonation: Impersonation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IAM Credentials API that cannot be reached is a TokenFetchError worth retrying."""
+    with socket.socket() as closed:  # a loopback port with nothing listening
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, dead)
+    source = ADCSource(impersonation.path, request=impersonation.request)
+    with pytest.raises(TokenFetchError) as caught:
+        source.fetch_id_token(AUDIENCE)
+    assert caught.value.retryable is True
+    assert [seen.path for seen in impersonation.oauth.seen] == ["/token"]

@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import random
+import sys
 import threading
 import time
 import urllib.error
@@ -463,12 +464,9 @@ def _google_auth_errors(what: str) -> Iterator[None]:
     except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
         if isinstance(exc, TokenFetchError):
             raise
-        retryable = bool(getattr(exc, "retryable", False)) or isinstance(
-            exc, google.auth.exceptions.TransportError
-        )
         raise TokenFetchError(
             f"Application Default Credentials could not mint {what}: {safe_text(str(exc))}",
-            retryable=retryable,
+            retryable=bool(getattr(exc, "retryable", False)) or _unreachable(exc),
         ) from exc
     except ImportError as exc:
         # google-auth imports its requests transport only when it needs it: to call
@@ -478,6 +476,16 @@ def _google_auth_errors(what: str) -> Iterator[None]:
             "(google-auth calls the IAM Credentials API for an impersonated service account "
             "through requests: pip install 's2sauth[requests]')"
         ) from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a token endpoint could not be reached (worth another try)."""
+    if isinstance(exc, google.auth.exceptions.TransportError | ConnectionError | TimeoutError):
+        return True
+    # google-auth reaches the IAM Credentials API through requests for impersonated ID
+    # tokens and lets its exceptions through; requests is loaded if one was raised.
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, requests.ConnectionError | requests.Timeout)
 
 
 class DefaultSource:
