@@ -203,17 +203,23 @@ def _async_library() -> str:
         return "asyncio"
 
 
-async def wait_future(future: concurrent.futures.Future[T]) -> T:
+async def wait_future(future: concurrent.futures.Future[T], timeout: float | None = None) -> T:
     """Await a ``concurrent.futures.Future`` from asyncio or trio.
 
     Under asyncio no thread is used. The future must already be running (see
     :meth:`concurrent.futures.Future.set_running_or_notify_cancel`) so that a
     cancelled waiter cannot cancel it for everybody else.
+
+    Raises:
+        TimeoutError: ``timeout`` seconds passed first (the future runs on).
     """
     if future.done():
         return future.result()
-    if _async_library() == "asyncio":
-        return await asyncio.wrap_future(future)
-    import anyio.to_thread
+    try:
+        if _async_library() == "asyncio":
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        import anyio.to_thread
 
-    return await anyio.to_thread.run_sync(future.result)
+        return await anyio.to_thread.run_sync(future.result, timeout)
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):  # distinct on Python 3.10
+        raise TimeoutError(f"no result within {timeout} s") from None

@@ -228,6 +228,8 @@ def _bad_entries(key: rsa.RSAPrivateKey, ec_key: Any) -> list[Any]:
         pytest.param(jwk(weak, "bad"), id="1024-bit"),
         pytest.param(jwk(key, "bad", e=b64int(3)), id="e=3"),
         pytest.param(jwk(key, "bad", e=b64int(65539)), id="e=65539"),
+        # A lenient decoder would drop the '!' and read 65537.
+        pytest.param(jwk(key, "bad", e="AQ!AB"), id="e with a stray character"),
         pytest.param(jwk(key, "bad", alg="HS256"), id="alg HS256"),
         pytest.param(jwk(key, "bad", alg="RS512"), id="alg RS512"),
         pytest.param(jwk(key, "bad", alg="ES256"), id="alg ES256 on an RSA key"),

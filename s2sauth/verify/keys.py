@@ -43,6 +43,7 @@ import concurrent.futures
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -84,6 +85,8 @@ _REFRESH_WINDOW = 60.0
 _FETCH = "keys"
 # Extra seconds a lookup waits for a fetch beyond its timeout (the pool may be busy).
 _QUEUE_SLACK = 5.0
+# A JWK integer: base64url, padding tolerated (RFC 7518 omits it).
+_B64URL_VALUE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -267,9 +270,11 @@ class KeySet:
         fetch = self._plan(kid, now)
         if fetch is not None:
             try:
-                await wait_future(fetch)
+                await wait_future(fetch, timeout=self._timeout + _QUEUE_SLACK)
             except KeyFetchError as exc:
                 error = exc
+            except TimeoutError:
+                error = KeyFetchError(f"fetching {self.certs_url} took too long")
         return self._answer(kid, now, error)
 
     def refresh(self) -> None:
@@ -436,7 +441,7 @@ class KeySet:
             headers={"Accept": "application/json", "User-Agent": "s2sauth"},
             timeout=self._timeout,
         )
-        for attempt in range(1, _ATTEMPTS + 1):
+        for attempt in range(1, _ATTEMPTS + 1):  # pragma: no branch - the last attempt breaks
             try:
                 response = yield request
             except TransportError as exc:
@@ -605,7 +610,7 @@ def _rsa_key(n: int, e: int) -> rsa.RSAPublicKey:
         raise _Skip(f"its RSA modulus has {bits} bits, not {MIN_RSA_BITS}-{_MAX_RSA_BITS}")
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
-    except ValueError:
+    except ValueError:  # pragma: no cover - the checks above leave cryptography nothing to refuse
         raise _Skip("it is not a valid RSA key") from None
 
 
@@ -617,8 +622,13 @@ def _b64_int(jwk: Mapping[str, Any], name: str) -> int:
     value = jwk.get(name)
     if not isinstance(value, str) or not value:
         raise _Skip(f"it has no {name}")
+    # urlsafe_b64decode alone would skip characters outside the alphabet: a garbled
+    # key must be refused, not loaded as some other number.
+    if not _B64URL_VALUE.fullmatch(value):
+        raise _Skip(f"its {name} is not base64url")
+    unpadded = value.rstrip("=")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
     except (binascii.Error, ValueError):
         raise _Skip(f"its {name} is not base64url") from None
     return int.from_bytes(raw, "big")
