@@ -37,7 +37,8 @@ class Caller:
         # Keep reprs short and free of anything token-like.
         return f"Caller(email={self.email!r}, subject={self.subject!r}, audience={self.audience!r})"
 
-    if not TYPE_CHECKING:  # hidden from type checkers, which would then accept any name
+    # Hidden from type checkers, which would then accept any attribute name.
+    if not TYPE_CHECKING:  # pragma: no branch
 
         def __getattr__(self, name: str) -> Any:
             # Python calls this only for an attribute the instance lacks: issued_at or

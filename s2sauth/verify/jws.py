@@ -128,7 +128,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        for name, _ in pairs:
+        for name, _ in pairs:  # pragma: no branch - a shorter dict means a repeated name
             if name in seen:
                 raise _JSONRejected(f"duplicate member {_show(name)}")
             seen.add(name)

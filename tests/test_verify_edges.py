@@ -1,0 +1,483 @@
+"""Edge paths of the inbound core no other test reaches: key hygiene corners, degraded
+key sets, cache corners of the verifier, reprs and equality of policies, token location
+when both headers were stripped, and WSGI paths outside latin-1."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from s2sauth._errors import (
+    ImmatureTokenError,
+    InvalidHeaderError,
+    KeyFetchError,
+    SignatureRemovedError,
+    UnknownKeyError,
+)
+from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
+from s2sauth.emulator import Emulator
+from s2sauth.verify import jws
+from s2sauth.verify.http import Gate, denial, find_token
+from s2sauth.verify.keys import KeySet, parse_key_set
+from s2sauth.verify.policy import CallerPolicy, RoutePolicy, Rule
+from s2sauth.verify.verifier import Verifier
+from s2sauth.wsgi import IDTokenMiddleware
+
+URL = "https://keys.example/oauth2/v3/certs"
+T0 = 1_700_000_000.0
+AUDIENCE = "https://svc-abc-uc.a.run.app"
+CALLER = "caller@demo-project.iam.gserviceaccount.com"
+STRANGER = "stranger@other-project.iam.gserviceaccount.com"
+SA = "caller@proj-one.iam.gserviceaccount.com"
+OPS = "ops@proj-one.iam.gserviceaccount.com"
+
+
+class Clock:
+    """An injected clock that moves only when told."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Endpoint:
+    """A fake keys endpoint: serves a JSON document with max-age=300 and counts requests."""
+
+    def __init__(self, document: Any) -> None:
+        self.document = document
+        self.status = 200
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: HTTPRequest) -> HTTPResponse:
+        with self._lock:
+            self.calls += 1
+        body = json.dumps(self.document).encode()
+        return HTTPResponse(self.status, {"cache-control": "max-age=300"}, body)
+
+
+def b64int(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def rsa_jwk(key: rsa.RSAPrivateKey, kid: Any = "k1") -> dict[str, Any]:
+    """The public JWK of ``key``; ``kid=None`` leaves the kid out."""
+    numbers = key.public_key().public_numbers()
+    entry = {"kty": "RSA", "n": b64int(numbers.n), "e": b64int(numbers.e), "alg": "RS256"}
+    return entry if kid is None else {**entry, "kid": kid}
+
+
+def certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    """A self-signed PEM certificate for ``key``, like Google's v1 certs."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def skipped(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The "key ... not used: reason" lines logged, as "kid: reason"."""
+    lines = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if " not used: " in message and record.levelno == logging.WARNING:
+            lines.append(message.split(": key ", 1)[1].replace(" not used", ""))
+    return lines
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.005)
+
+
+def strip_signature(token: str) -> str:
+    return token.rsplit(".", 1)[0] + ".SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A fresh injected clock at T0."""
+    return Clock()
+
+
+@pytest.fixture
+def real_clock() -> Clock:
+    """An injected clock starting at the real time (the emulator mints real-time tokens)."""
+    return Clock(time.time())
+
+
+@pytest.fixture
+def make_verifier(emulator: Emulator, real_clock: Clock) -> Iterator[Callable[..., Verifier]]:
+    """Build verifiers against the emulator's JWKS; their connections close at teardown."""
+    made: list[Verifier] = []
+
+    def make(**options: Any) -> Verifier:
+        options.setdefault("allowed_callers", [CALLER])
+        options.setdefault("certs_url", emulator.jwks_url)
+        options.setdefault("clock", real_clock)
+        verifier = Verifier(AUDIENCE, **options)
+        made.append(verifier)
+        return verifier
+
+    yield make
+    for verifier in made:
+        verifier.close()
+
+
+# -- keys: hygiene of individual entries ----------------------------------------------------
+
+
+def test_jwks_entries_without_a_string_kid_are_skipped(
+    emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JWKS keys with no kid, an empty kid or a non-string kid are skipped, logged with why."""
+    document = {
+        "keys": [
+            rsa_jwk(emulator_key, None),
+            rsa_jwk(emulator_key, ""),
+            rsa_jwk(emulator_key, 7),
+            rsa_jwk(emulator_key, "ok"),
+        ]
+    }
+    with caplog.at_level(logging.WARNING, logger="s2sauth"):
+        keys = parse_key_set(json.dumps(document).encode(), source="the test JWKS")
+    assert list(keys) == ["ok"]
+    assert skipped(caplog) == ["None: it has no kid", "'': it has no kid", "7: it has no kid"]
+    assert all(r.getMessage().startswith("the test JWKS: ") for r in caplog.records)
+
+
+def test_pem_entry_with_an_empty_kid_is_skipped(
+    emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PEM map entry under an empty key ID is skipped as having no kid."""
+    pem = certificate(emulator_key)
+    with caplog.at_level(logging.WARNING, logger="s2sauth"):
+        keys = parse_key_set(json.dumps({"": pem, "ok": pem}).encode())
+    assert list(keys) == ["ok"]
+    assert skipped(caplog) == ["'': it has no kid"]
+
+
+def test_jwk_with_a_repeated_member_is_skipped(
+    emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A JWK naming a member twice (which n counts?) is skipped; other keys still serve."""
+    good = rsa_jwk(emulator_key, "ok")
+    other_n = good["n"][:-4] + "AAAB"  # another modulus of the same length
+    twice = f'{{"kty":"RSA","kid":"dup","n":"{good["n"]}","n":"{other_n}","e":"AQAB"}}'
+    body = f'{{"keys":[{twice},{json.dumps(good)}]}}'.encode()
+    with caplog.at_level(logging.WARNING, logger="s2sauth"):
+        keys = parse_key_set(body)
+    assert list(keys) == ["ok"]
+    assert skipped(caplog) == ["'dup': member(s) n appear twice"]
+
+
+def test_jwk_with_an_impossible_base64_length_is_skipped(
+    emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A modulus whose base64url length cannot be decoded is skipped as not base64url."""
+    document = {"keys": [{**rsa_jwk(emulator_key, "bad"), "n": "AAAAA"}, rsa_jwk(emulator_key)]}
+    with caplog.at_level(logging.WARNING, logger="s2sauth"):
+        keys = parse_key_set(json.dumps(document).encode())
+    assert list(keys) == ["k1"]
+    assert skipped(caplog) == ["'bad': its n is not base64url"]
+
+
+def test_pem_certificates_with_unusable_keys_are_skipped(
+    emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A P-384 certificate, or a P-256 one while only RS256 is configured, is skipped."""
+    document = {
+        "p384": certificate(ec.generate_private_key(ec.SECP384R1())),
+        "p256": certificate(ec.generate_private_key(ec.SECP256R1())),
+        "rsa": certificate(emulator_key),
+    }
+    with caplog.at_level(logging.WARNING, logger="s2sauth"):
+        keys = parse_key_set(json.dumps(document).encode(), ("RS256",))
+    assert list(keys) == ["rsa"]
+    assert skipped(caplog) == [
+        "'p384': its certificate holds neither an RSA nor a P-256 key",
+        "'p256': it is a key for ES256, which is not configured",
+    ]
+    with pytest.raises(KeyFetchError, match="no usable verification key"):
+        parse_key_set(json.dumps({"p384": document["p384"]}).encode(), ("RS256", "ES256"))
+
+
+def test_a_single_algorithm_string_is_one_algorithm(emulator_key: rsa.RSAPrivateKey) -> None:
+    """algorithms="ES256" means ES256 (not its letters): only the P-256 key is used."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    document = {"rsa": certificate(emulator_key), "ec": certificate(ec_key)}
+    keys = KeySet(URL, transport=Endpoint(document), algorithms="ES256")
+    assert keys.algorithms == frozenset({"ES256"})
+    assert keys.get("ec").public_numbers() == ec_key.public_key().public_numbers()
+    assert keys.kids == ("ec",)
+    assert list(parse_key_set(json.dumps(document).encode(), "RS256")) == ["rsa"]
+
+
+# -- keys: fetching --------------------------------------------------------------------------
+
+
+def test_degraded_key_set_does_not_refetch_within_the_backoff(
+    emulator_key: rsa.RSAPrivateKey, clock: Clock
+) -> None:
+    """Once a refresh of expired keys failed, lookups within failure_backoff serve the stale
+    keys without another fetch."""
+    endpoint = Endpoint({"keys": [rsa_jwk(emulator_key)]})
+    keys = KeySet(URL, transport=endpoint, clock=clock, failure_backoff=5)
+    keys.refresh()
+    endpoint.status = 503
+    clock.advance(301)
+    stale = keys.get("k1")  # the refresh fails (two attempts): degraded from now on
+    assert endpoint.calls == 3
+    for _ in range(20):
+        clock.advance(0.2)
+        assert keys.get("k1") is stale
+    assert endpoint.calls == 3
+    assert keys.stats.stale and keys.stats.failures == 1
+
+
+def test_kid_stored_by_a_concurrent_fetch_needs_no_refetch(
+    emulator_key: rsa.RSAPrivateKey, clock: Clock
+) -> None:
+    """A kid a concurrent fetch stored just before planning needs no fetch, nor the cooldown."""
+    endpoint = Endpoint({"keys": [rsa_jwk(emulator_key)]})
+    keys = KeySet(URL, transport=endpoint, clock=clock)
+    keys.refresh()
+    # get() looks in the cache, then plans a fetch under the lock; the kid appears in a fresh
+    # set between the two only when another thread's fetch lands in that instant, a race no
+    # test can time, so the planning step is asked directly.
+    assert keys._plan("k1", clock()) is None
+    assert endpoint.calls == 1
+    with pytest.raises(UnknownKeyError):
+        keys.get("k2")
+    assert endpoint.calls == 2  # the unknown-kid refetch was still available
+
+
+@pytest.mark.slow
+def test_lookup_gives_up_on_a_fetch_that_hangs(clock: Clock) -> None:
+    """A fetch stuck in a transport that ignores its timeout fails the lookup closed (503)
+    after timeout plus the queue slack (about 5 s), instead of hanging the request."""
+    release = threading.Event()
+
+    def hanging(request: HTTPRequest) -> HTTPResponse:
+        release.wait(30)
+        raise TransportError("released by the test")
+
+    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01)
+    try:
+        with pytest.raises(KeyFetchError, match="took too long") as caught:
+            keys.get("k1")
+    finally:
+        release.set()
+    assert caught.value.status_code == 503
+    assert "no verification keys could be fetched" in caught.value.message
+    wait_for(lambda: keys.stats.failures == 1)  # the stuck fetch ends, recorded as a failure
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_async_lookup_gives_up_on_a_fetch_that_hangs(clock: Clock) -> None:
+    """aget fails closed like get when a fetch hangs: no asyncio or trio task waits forever."""
+    release = threading.Event()
+
+    def hanging(request: HTTPRequest) -> HTTPResponse:
+        release.wait(30)
+        raise TransportError("released by the test")
+
+    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01)
+    try:
+        with pytest.raises(KeyFetchError, match="took too long") as caught:
+            await keys.aget("k1")
+    finally:
+        release.set()
+    assert caught.value.status_code == 503
+    wait_for(lambda: keys.stats.failures == 1)
+
+
+# -- jws -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["HS256", "none", "PS256"])
+def test_hand_built_jws_with_an_unsupported_alg_is_refused(
+    emulator: Emulator, emulator_key: rsa.RSAPrivateKey, alg: str
+) -> None:
+    """verify_signature refuses a hand-built CompactJWS whose alg parse() would never admit."""
+    parsed = jws.parse(emulator.mint(AUDIENCE))
+    forged = jws.CompactJWS(
+        alg, parsed.kid, parsed.payload, parsed.signing_input, parsed.signature, False
+    )
+    with pytest.raises(InvalidHeaderError, match=f"alg '{alg}' is not supported") as caught:
+        jws.verify_signature(forged, emulator_key.public_key())
+    assert caught.value.reason == "invalid_header"
+
+
+# -- verifier --------------------------------------------------------------------------------
+
+
+def test_cached_token_is_refused_when_the_clock_steps_back(
+    emulator: Emulator, make_verifier: Callable[..., Verifier], real_clock: Clock
+) -> None:
+    """A cached token is refused as not yet valid when the clock steps back past its iat, and
+    dropped from the cache: the next check verifies it in full."""
+    verifier = make_verifier()
+    token = emulator.mint(AUDIENCE)
+    verifier.verify(token)
+    real_clock.advance(-600)
+    with pytest.raises(ImmatureTokenError, match="not valid yet"):
+        verifier.verify(token)
+    assert verifier.stats.rejected_by_reason == {"not_yet_valid": 1}
+    real_clock.advance(600)
+    assert verifier.verify(token).email == CALLER
+    assert (verifier.stats.cache_hits, verifier.stats.verified) == (0, 2)
+    assert verifier.verify(token).email == CALLER
+    assert verifier.stats.cache_hits == 1
+    assert emulator.counters["jwks"] == 1
+
+
+def test_verifier_repr_names_audiences_and_keys_only() -> None:
+    """The repr lists the sorted audiences and the key set, nothing else."""
+    verifier = Verifier(["https://b.example", "https://a.example"], allowed_callers=[SA])
+    assert repr(verifier) == (
+        "Verifier(audience=['https://a.example', 'https://b.example'], "
+        "keyset=KeySet('http://127.0.0.1:9/oauth2/v3/certs'))"
+    )
+
+
+def test_closing_a_verifier_leaves_a_shared_key_set_open(
+    emulator: Emulator, real_clock: Clock
+) -> None:
+    """A verifier closes only a key set it made: one passed in may serve other verifiers."""
+    closed: list[KeySet] = []
+
+    class Recording(KeySet):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    shared = Recording(emulator.jwks_url, clock=real_clock)
+    with Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=shared, clock=real_clock) as one:
+        one.verify(emulator.mint(AUDIENCE))
+    one.close()
+    assert closed == []
+    other = Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=shared, clock=real_clock)
+    assert other.verify(emulator.mint(AUDIENCE, claims={"n": 1})).email == CALLER
+    shared.close()
+    assert closed == [shared]
+
+
+def test_plain_http_keys_url_off_loopback_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain-http keys URL off loopback logs one WARNING (keys could be substituted)."""
+    url = f"http://keys-{uuid.uuid4().hex}.example/certs"
+    with caplog.at_level(logging.INFO, logger="s2sauth"):
+        Verifier(AUDIENCE, allowed_callers=[SA], certs_url=url)
+        Verifier(AUDIENCE, allowed_callers=[SA], certs_url=url)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert url in warnings[0] and "plain http" in warnings[0] and "use https" in warnings[0]
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+def test_caller_policy_equality_and_hash() -> None:
+    """Policies with the same entries are equal and hash alike; a plain list is not a policy."""
+    policy = CallerPolicy([SA])
+    assert policy == CallerPolicy([f" {SA.upper()} "])
+    assert hash(policy) == hash(CallerPolicy([SA.upper()]))
+    assert len({policy, CallerPolicy([SA]), CallerPolicy([OPS])}) == 2
+    assert policy != [SA]
+    assert policy.__eq__([SA]) is NotImplemented
+
+
+def test_rule_and_route_policy_reprs() -> None:
+    """Rules and route policies show their normalised paths, allow-lists, methods and exempts."""
+    rule = Rule("/admin//", [OPS], methods=["get"])
+    assert repr(rule) == f"Rule('/admin', CallerPolicy(['{OPS}']), methods=['GET', 'HEAD'])"
+    any_method = Rule("/data", [SA])
+    assert repr(any_method) == f"Rule('/data', CallerPolicy(['{SA}']))"
+    routes = RoutePolicy([SA], rules=[any_method, rule], exempt=["/public/", "/healthz"])
+    assert repr(routes) == (
+        f"RoutePolicy(CallerPolicy(['{SA}']), rules=[{rule!r}, {any_method!r}], "
+        "exempt=['/healthz', '/public/'])"
+    )
+    assert repr(RoutePolicy(None)) == "RoutePolicy(None, rules=[], exempt=[])"
+
+
+# -- token location and adapters -------------------------------------------------------------
+
+
+def test_both_headers_stripped_takes_the_serverless_token(
+    emulator: Emulator, make_verifier: Callable[..., Verifier]
+) -> None:
+    """With both headers' signatures removed, the X-Serverless-Authorization token is the one
+    verified: accepted only under trust_cloud_run_iam, else a 401 signature_removed."""
+    serverless = strip_signature(emulator.mint(AUDIENCE, account=CALLER))
+    authorization = strip_signature(emulator.mint(AUDIENCE, account=STRANGER))
+    assert find_token([f"Bearer {authorization}"], [f"Bearer {serverless}"]) == serverless
+    trusting = Gate(make_verifier(trust_cloud_run_iam=True))
+    caller = trusting.authenticate(
+        [f"Bearer {authorization}"], [f"Bearer {serverless}"], policy=trusting.default
+    )
+    assert caller.email == CALLER
+    assert emulator.counters["jwks"] == 0
+    strict = Gate(make_verifier())
+    with pytest.raises(SignatureRemovedError) as caught:
+        strict.authenticate(
+            [f"Bearer {authorization}"], [f"Bearer {serverless}"], policy=strict.default
+        )
+    answer = denial(caught.value)
+    assert (answer.status, answer.payload["reason"]) == (401, "signature_removed")
+
+
+def test_wsgi_path_outside_latin_1_is_routed_as_given() -> None:
+    """A PATH_INFO that is not latin-1 (a non-PEP 3333 server) is routed as it stands:
+    exempt when listed, else refused with a 401, never a 500."""
+    reached: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        reached.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    middleware = IDTokenMiddleware(
+        app, verifier=Verifier(AUDIENCE, allowed_callers=[SA]), exempt=["/健康"]
+    )
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    assert middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/健康"}, start_response) == [b"ok"]
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/秘密"}, start_response)
+    assert statuses == ["200 OK", "401 Unauthorized"]
+    assert reached == ["/健康"]
+    assert json.loads(b"".join(body))["reason"] == "missing_token"
