@@ -124,11 +124,17 @@ def _metadata_host(environ: Mapping[str, str]) -> tuple[str, str]:
         if environ.get(name):
             return metadata.resolve_host(environ), f"set by {name}"
     if environ.get("GCE_METADATA_IP"):
-        return environ["GCE_METADATA_IP"], "set by GCE_METADATA_IP"
+        # google-auth only pings that address; its token requests, like s2sauth's, go to
+        # GCE_METADATA_HOST. Probing it would vouch for a server the library never calls.
+        return _METADATA_IP, (
+            "the default address; GCE_METADATA_IP alone is not used for tokens, "
+            "set GCE_METADATA_HOST too"
+        )
     return _METADATA_IP, "the default address"
 
 
-def _metadata_get(transport: Transport, host: str, path: str) -> str | None:
+def _metadata_get(transport: Transport, host: str, path: str) -> tuple[str | None, str | None]:
+    """The text at ``path`` (``None`` when the server has none), or why it could not be asked."""
     request = HTTPRequest(
         "GET",
         f"http://{host}{path}",
@@ -137,11 +143,11 @@ def _metadata_get(transport: Transport, host: str, path: str) -> str | None:
     )
     try:
         response = transport(request)
-    except TransportError:
-        return None
+    except TransportError as exc:
+        return None, str(exc)
     if response.status != 200 or response.header("Metadata-Flavor") != metadata.METADATA_FLAVOR:
-        return None
-    return response.text.strip() or None
+        return None, None
+    return response.text.strip() or None, None
 
 
 def _adc_path(environ: Mapping[str, str]) -> tuple[str | None, str]:
@@ -188,6 +194,14 @@ def _adc_identity(path: str, found_by: str, absent: str) -> Identity | Finding:
         if match:
             origin = f"impersonated through Application Default Credentials at {path}"
             return Identity(match.group(1), origin, ADCSource(path), details)
+        return Finding(
+            "identity",
+            Status.WARN,
+            f"impersonation credentials at {path} ({found_by}) name no service account in "
+            "service_account_impersonation_url",
+            details,
+            fix="gcloud auth application-default login --impersonate-service-account SA_EMAIL",
+        )
     if kind == "authorized_user":
         return Finding(
             "identity",
@@ -229,7 +243,14 @@ def find_identity(
         absent = f"tried the metadata server ({chosen_by}): {exc.message}"
     else:
         where = f"metadata server at {host}, {chosen_by}"
-        email = _metadata_get(transport, host, _ACCOUNT_PATH)
+        email, failure = _metadata_get(transport, host, _ACCOUNT_PATH)
+        if failure is not None:
+            return Finding(
+                "identity",
+                Status.FAIL,
+                f"the {where} answers, but asking it for the service account failed: {failure}",
+                fix="check that the metadata server is healthy, then run the doctor again",
+            )
         if email is None:
             return Finding(
                 "identity",
@@ -239,7 +260,7 @@ def find_identity(
                 "--service-account SA_EMAIL",
             )
         details: tuple[str, ...] = ()
-        project = _metadata_get(transport, host, _PROJECT_PATH)
+        project, _ = _metadata_get(transport, host, _PROJECT_PATH)
         if project:
             details += (f"project: {project}",)
         if env.get("GOOGLE_APPLICATION_CREDENTIALS"):
@@ -351,15 +372,7 @@ def check_keys(keyset: KeySet, *, transport: Transport) -> Finding:
         keyset.refresh()
     except S2SAuthError as exc:
         return Finding("keys endpoint", Status.FAIL, f"{url}: {exc.message}", fix=fix)
-    usable = keyset.stats.keys
-    if usable == 0:
-        return Finding(
-            "keys endpoint",
-            Status.FAIL,
-            f"{url} answered, but with no usable key (neither a JWKS nor a PEM map of "
-            "RSA-2048+ keys)",
-            fix=fix,
-        )
+    usable = keyset.stats.keys  # at least one: refresh() refuses a set with none
     match = _MAX_AGE.search(response.header("Cache-Control") or "")
     if match:
         age = response.header("Age") or "0"
@@ -438,7 +451,8 @@ def _diagnose(
     try:
         keyset = KeySet(certs_url, transport=transport)
     except S2SAuthError as exc:
-        findings.append(Finding("keys endpoint", Status.FAIL, exc.message))
+        fix = f"pass --certs-url or set ${CERTS_URL_ENV} to an http(s) URL"
+        findings.append(Finding("keys endpoint", Status.FAIL, exc.message, fix=fix))
         return findings
     keys = check_keys(keyset, transport=transport)
     findings.append(keys)
