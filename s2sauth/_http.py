@@ -133,7 +133,8 @@ class HTTPTransport:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise TransportError(f"could not reach {parts.netloc}: {exc}") from exc
-        keep_alive = response.header("connection") != "close"
+        # http.client drops the socket of a reply that ends the connection (HTTP/1.0).
+        keep_alive = conn.sock is not None and response.header("connection") != "close"
         self._checkin(origin, conn, keep_alive)
         return response
 

@@ -40,6 +40,7 @@ __all__ = [
     "parse_access_token_response",
     "parse_identity_response",
     "ping_flow",
+    "normalize_host",
     "ping_request",
     "resolve_host",
 ]
@@ -64,10 +65,15 @@ def resolve_host(environ: Mapping[str, str] | None = None) -> str:
     """
     env = os.environ if environ is None else environ
     host = env.get("GCE_METADATA_HOST") or env.get("GCE_METADATA_ROOT") or DEFAULT_HOST
+    return normalize_host(host) or DEFAULT_HOST
+
+
+def normalize_host(host: str) -> str:
+    """``host`` as ``host[:port]``: surrounding space, ``http://`` and trailing slashes removed."""
     host = host.strip()
     if host.lower().startswith("http://"):
         host = host[len("http://") :]
-    return host.rstrip("/") or DEFAULT_HOST
+    return host.rstrip("/")
 
 
 def _account_url(host: str, account: str, leaf: str, query: Mapping[str, str]) -> str:

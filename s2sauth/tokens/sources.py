@@ -99,6 +99,13 @@ class MetadataServerSource:
             raise ConfigurationError("account must be 'default' or a service account email")
         if deadline <= 0 or timeout <= 0:
             raise ConfigurationError("deadline and timeout must be positive numbers of seconds")
+        if host is not None:
+            cleaned = metadata.normalize_host(host) if isinstance(host, str) else ""
+            if not cleaned or "/" in cleaned:
+                raise ConfigurationError(
+                    f"host must be the metadata server's host[:port], not {host!r}"
+                )
+            host = cleaned
         self.account = account.strip()
         self._host = host
         self._owns_transport = transport is None
@@ -334,9 +341,9 @@ class ADCSource:
                     self._credentials, list(scopes)
                 )
             else:
-                path = self._load()[0]
-                credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                    path, scopes=list(scopes)
+                # The file as first read, as for ID tokens: both kinds use the same key.
+                credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+                    self._load()[1], scopes=list(scopes)
                 )
             self._refresh(credentials)
         value = credentials.token
@@ -462,8 +469,6 @@ def _google_auth_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
-        if isinstance(exc, TokenFetchError):
-            raise
         raise TokenFetchError(
             f"Application Default Credentials could not mint {what}: {safe_text(str(exc))}",
             retryable=bool(getattr(exc, "retryable", False)) or _unreachable(exc),
