@@ -216,11 +216,19 @@ async def wait_future(future: concurrent.futures.Future[T], timeout: float | Non
     """
     if future.done():
         return future.result()
-    try:
-        if _async_library() == "asyncio":
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        import anyio.to_thread
+    if _async_library() == "asyncio":
+        waiter = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"no result within {timeout} s")
+        return waiter.result()
+    import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(future.result, timeout)
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):  # distinct on Python 3.10
-        raise TimeoutError(f"no result within {timeout} s") from None
+    return await anyio.to_thread.run_sync(_result, future, timeout)
+
+
+def _result(future: concurrent.futures.Future[T], timeout: float | None) -> T:
+    # Waiting first, so that a TimeoutError raised by the work itself is not taken for ours.
+    if not concurrent.futures.wait([future], timeout).done:
+        raise TimeoutError(f"no result within {timeout} s")
+    return future.result()
