@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import PROBED_ENVIRONMENT, serving
 
 import s2sauth.cli.emulator  # noqa: F401  (imported so a test can take it out of sys.modules)
 from s2sauth import __version__
@@ -44,14 +45,6 @@ from s2sauth.verify.verifier import Verifier
 AUDIENCE = "https://svc.example"
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 STRANGER = "stranger@other-project.iam.gserviceaccount.com"
-_PROBED_ENVIRONMENT = (
-    "GCE_METADATA_HOST",
-    "GCE_METADATA_ROOT",
-    "GCE_METADATA_IP",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "CLOUDSDK_CONFIG",
-    "S2SAUTH_CERTS_URL",
-)
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
@@ -110,13 +103,8 @@ def server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
     seen: list[tuple[str, bytes]] = []
     attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), attributes))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(type("Handler", (_Handler,), attributes)) as origin:
+        yield origin, seen
 
 
 class _FixedSource:
@@ -433,7 +421,7 @@ def test_doctor_bad_certs_url(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A keys URL that is not http(s) is a keys-endpoint FAIL naming it and the fix; exit 1."""
-    for name in _PROBED_ENVIRONMENT:
+    for name in PROBED_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GCE_METADATA_HOST", dead_host)
     assert main(["doctor", "--certs-url", "ftp://keys.example/certs"]) == 1

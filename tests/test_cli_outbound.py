@@ -8,13 +8,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import serving
 
 from s2sauth.cli import main
 from s2sauth.emulator import Emulator
@@ -73,14 +73,8 @@ def env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def server() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str], bytes]]]]:
     """A recording HTTP server: (origin, requests seen)."""
     seen: list[tuple[str, str, dict[str, str], bytes]] = []
-    handler = type("Handler", (_Recorder,), {"seen": seen})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(type("Handler", (_Recorder,), {"seen": seen})) as origin:
+        yield origin, seen
 
 
 def closed_port() -> int:

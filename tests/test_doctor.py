@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import PROBED_ENVIRONMENT
 
 from s2sauth._doctor import Identity, Status, check_service_account, find_identity
 from s2sauth._http import HTTPTransport
@@ -17,20 +18,12 @@ from s2sauth.emulator import Emulator
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 COMPUTE_DEFAULT = "123456789012-compute@developer.gserviceaccount.com"
-_ENVIRONMENT = (
-    "GCE_METADATA_HOST",
-    "GCE_METADATA_ROOT",
-    "GCE_METADATA_IP",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "CLOUDSDK_CONFIG",
-    "S2SAUTH_CERTS_URL",
-)
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No metadata override, no ADC, and a HOME without gcloud credentials."""
-    for name in _ENVIRONMENT:
+    for name in PROBED_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
 

@@ -2,46 +2,38 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-import re
 import socket
-import ssl
 import sys
-import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
 
 import google.auth.transport.requests
 import google.oauth2.id_token
 import google.oauth2.service_account
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import jwt
+from support import (
+    IAM_HOST,
+    IAM_PATH,
+    PROXY_VARS,
+    REFRESH_TOKEN,
+    FakeGoogle,
+    ToFake,
+    service_account_info,
+    throwaway_tls,
+)
 
 from s2sauth import TokenFetchError
 from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
-from s2sauth.tokens.sources import ADCSource, MetadataServerSource, UrllibRequest
+from s2sauth.tokens.sources import ADCSource, MetadataServerSource
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 AUDIENCE = "https://callee-xyz.a.run.app"
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 TARGET = "target@demo-project.iam.gserviceaccount.com"
-IAM_HOST = "iamcredentials.googleapis.com"
-# google-auth refreshes user credentials at oauth2.googleapis.com whatever token_uri says.
-GOOGLE_HOSTS = ("https://oauth2.googleapis.com", f"https://{IAM_HOST}")
-IAM_PATH = "/v1/projects/-/serviceAccounts/"
-REFRESH_TOKEN = "1//fake-refresh-token"
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 
 
 @pytest.fixture
@@ -84,184 +76,15 @@ def test_google_auth_verifies_provider_tokens(emulator: Emulator) -> None:
 # --- ADC with a service-account key file, against a local fake token endpoint ---------
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One request the fake endpoint received."""
-
-    path: str
-    authorization: str | None
-    body: Mapping[str, Any]
-
-
-def google_error(code: int, message: str) -> dict[str, Any]:
-    """An error body the way Google APIs write one."""
-    status = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}[code]
-    return {"error": {"code": code, "message": message, "status": status}}
-
-
-class FakeOAuth:
-    """Google's token endpoint and IAM Credentials API on 127.0.0.1, trusting one key.
-
-    It also answers CONNECT like an HTTPS proxy, and then plays
-    iamcredentials.googleapis.com inside the tunnel once `tls` is set.
-    """
-
-    def __init__(self, public_key: rsa.RSAPublicKey, signer: crypt.RSASigner) -> None:
-        self.public_pem = public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.signer = signer
-        self.paths: list[str] = []
-        self.seen: list[Seen] = []
-        self.issued: list[str] = []
-        self.tls: ssl.SSLContext | None = None
-        self.iam_refusal: int | None = None
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                owner.paths.append(self.path)
-                length = int(self.headers["Content-Length"])
-                status, body = owner.answer(
-                    self.path, self.headers.get("Authorization"), self.rfile.read(length)
-                )
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_CONNECT(self) -> None:
-                if owner.tls is None:
-                    self.send_error(405)
-                    return
-                self.send_response(200)
-                self.end_headers()
-                self.rfile.close()
-                self.connection = owner.tls.wrap_socket(self.connection, server_side=True)
-                self.rfile = self.connection.makefile("rb")
-                self.wfile = self.connection.makefile("wb")
-                self.close_connection = False  # the tunnelled request is still to come
-
-            def finish(self) -> None:
-                super().finish()
-                if self.connection is not self.request:
-                    self.connection.close()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"{self.origin}/token"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def answer(
-        self, path: str, authorization: str | None, raw: bytes
-    ) -> tuple[int, dict[str, Any]]:
-        if path.endswith("/token"):
-            form = {name: values[0] for name, values in parse_qs(raw.decode()).items()}
-            self.seen.append(Seen(path, authorization, form))
-            return self.token(form)
-        body = json.loads(raw)
-        self.seen.append(Seen(path, authorization, body))
-        if authorization not in [f"Bearer {token}" for token in self.issued]:
-            return 401, google_error(401, "Request had invalid authentication credentials.")
-        if self.iam_refusal is not None:
-            # Echoes the credential back, as a careless upstream might.
-            message = f"Permission denied on resource (or it may not exist): {authorization}"
-            return self.iam_refusal, google_error(self.iam_refusal, message)
-        principal, _, method = path.removeprefix(IAM_PATH).partition(":")
-        now = int(time.time())
-        if method == "generateIdToken":
-            claims = {
-                "iss": "https://accounts.google.com",
-                "aud": body["audience"],
-                "azp": "1234567890",
-                "sub": "1234567890",
-                "iat": now,
-                "exp": now + 3600,
-            }
-            if body.get("includeEmail"):
-                claims |= {"email": principal, "email_verified": True}
-            return 200, {"token": self.sign(claims)}
-        if method == "generateAccessToken":
-            expires = datetime.datetime.fromtimestamp(now + 3600, datetime.timezone.utc)
-            return 200, {
-                "accessToken": self.issue(f"impersonated-{len(self.issued)}"),
-                "expireTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-        return 404, google_error(404, f"unknown method {method!r}")
-
-    def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        if form.get("grant_type") == "refresh_token":
-            if form.get("refresh_token") != REFRESH_TOKEN:
-                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
-            return 200, {"access_token": self.issue("user"), "expires_in": 3599}
-        try:
-            # google-auth signs every grant for Google's token endpoint, wherever it sends it.
-            grant = jwt.decode(form["assertion"], certs=self.public_pem, audience=GOOGLE_TOKEN_URI)
-        except (KeyError, ValueError) as exc:
-            return 400, {"error": "invalid_grant", "error_description": str(exc)}
-        now = int(time.time())
-        if "target_audience" in grant:
-            claims = {
-                "iss": "https://accounts.google.com",
-                "aud": grant["target_audience"],
-                "sub": "1234567890",
-                "email": grant["iss"],
-                "email_verified": True,
-                "iat": now,
-                "exp": now + 3600,
-            }
-            return 200, {"id_token": self.sign(claims)}
-        return 200, {"access_token": self.issue(f"for-{grant['scope']}"), "expires_in": 3599}
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        """A JWT over `claims`, signed with the key the fake trusts."""
-        token: bytes = jwt.encode(self.signer, claims)  # type: ignore[no-untyped-call]
-        return token.decode()
-
-    def issue(self, label: str) -> str:
-        """An access token shaped like Google's, remembered so the IAM API can check it."""
-        token = "ya29.fake-" + re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-        self.issued.append(token)
-        return token
-
-
 @pytest.fixture
-def service_account(tmp_path: Path) -> Iterator[tuple[Path, FakeOAuth]]:
+def service_account(
+    tmp_path: Path, emulator_key: rsa.RSAPrivateKey
+) -> Iterator[tuple[Path, FakeGoogle]]:
     """A throwaway service-account key file whose token_uri is a local fake endpoint."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    oauth = FakeOAuth(key.public_key(), crypt.RSASigner.from_string(pem, key_id="test-key"))
-    oauth.thread.start()
-    path = tmp_path / "key.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "demo-project",
-                "private_key_id": "test-key",
-                "private_key": pem,
-                "client_email": CALLER,
-                "client_id": "1234567890",
-                "token_uri": oauth.url,
-            }
-        )
-    )
-    try:
+    with FakeGoogle(emulator_key) as oauth:
+        path = tmp_path / "key.json"
+        path.write_text(json.dumps(service_account_info(emulator_key, CALLER, oauth.token_uri)))
         yield path, oauth
-    finally:
-        oauth.server.shutdown()
-        oauth.server.server_close()
 
 
 @pytest.fixture
@@ -273,7 +96,7 @@ def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_proxies")
 def test_adc_key_file_from_environment(
-    monkeypatch: pytest.MonkeyPatch, service_account: tuple[Path, FakeOAuth]
+    monkeypatch: pytest.MonkeyPatch, service_account: tuple[Path, FakeGoogle]
 ) -> None:
     """ADCSource finds GOOGLE_APPLICATION_CREDENTIALS and mints an ID token through google-auth."""
     path, oauth = service_account
@@ -287,7 +110,7 @@ def test_adc_key_file_from_environment(
 
 
 @pytest.mark.usefixtures("no_proxies")
-def test_adc_access_token_from_key_file(service_account: tuple[Path, FakeOAuth]) -> None:
+def test_adc_access_token_from_key_file(service_account: tuple[Path, FakeGoogle]) -> None:
     """Access tokens come from the same key file, cached per scope set."""
     path, oauth = service_account
     provider = AccessTokenProvider(ADCSource(path))
@@ -298,7 +121,7 @@ def test_adc_access_token_from_key_file(service_account: tuple[Path, FakeOAuth])
 
 
 def test_adc_honours_https_proxy(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, service_account: tuple[Path, FakeOAuth]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, service_account: tuple[Path, FakeGoogle]
 ) -> None:
     """The ADC transport goes through HTTP(S)_PROXY, as corporate networks need."""
     path, oauth = service_account
@@ -309,7 +132,7 @@ def test_adc_honours_https_proxy(
     proxied.write_text(json.dumps(info))
     for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
-    proxy = oauth.url.removesuffix("/token")
+    proxy = oauth.origin
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.setenv("http_proxy", proxy)
     token = ADCSource(proxied).fetch_id_token(AUDIENCE)
@@ -318,7 +141,7 @@ def test_adc_honours_https_proxy(
 
 
 @pytest.mark.usefixtures("no_proxies")
-def test_adc_with_a_credentials_object(service_account: tuple[Path, FakeOAuth]) -> None:
+def test_adc_with_a_credentials_object(service_account: tuple[Path, FakeGoogle]) -> None:
     """ID-token credentials handed in are re-targeted at each audience asked for."""
     path, oauth = service_account
     credentials = google.oauth2.service_account.IDTokenCredentials.from_service_account_file(
@@ -331,68 +154,13 @@ def test_adc_with_a_credentials_object(service_account: tuple[Path, FakeOAuth]) 
 # --- ADC impersonating a service account, against a local fake IAM Credentials API ----
 
 
-class ToFake(UrllibRequest):
-    """s2sauth's ADC transport, with Google's token and IAM Credentials hosts moved to a fake."""
-
-    def __init__(self, origin: str) -> None:
-        super().__init__()
-        self.origin = origin
-
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> google.auth.transport.Response:
-        for host in GOOGLE_HOSTS:
-            if url.startswith(f"{host}/"):
-                url = self.origin + url.removeprefix(host)
-        return super().__call__(url, method, body, headers, timeout, **kwargs)
-
-
 @dataclass(frozen=True)
 class Impersonation:
     """An impersonated-service-account ADC file, the fake behind it, and the transport to use."""
 
     path: Path
-    oauth: FakeOAuth
+    oauth: FakeGoogle
     request: ToFake
-
-
-def trust_fake_iam(oauth: FakeOAuth, directory: Path) -> Path:
-    """Let `oauth` serve TLS as the IAM host; return the CA file that trusts it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, IAM_HOST)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(IAM_HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    ca = directory / "iam-ca.pem"
-    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    chain = directory / "iam-tls.pem"
-    chain.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
-    oauth.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    oauth.tls.load_cert_chain(chain)
-    return ca
 
 
 @pytest.fixture(params=["service_account", "authorized_user"])
@@ -400,7 +168,7 @@ def impersonation(
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    service_account: tuple[Path, FakeOAuth],
+    service_account: tuple[Path, FakeGoogle],
 ) -> Impersonation:
     """An impersonated ADC file (gcloud writes the authorized_user kind) and its fake."""
     key_file, oauth = service_account
@@ -433,7 +201,9 @@ def impersonation(
         monkeypatch.delenv(name, raising=False)
     for name in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(name, oauth.origin)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(trust_fake_iam(oauth, tmp_path)))
+    tls = throwaway_tls(tmp_path, [IAM_HOST])
+    oauth.tls = tls.server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.ca))
     return Impersonation(path, oauth, ToFake(oauth.origin))
 
 

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from support import T0, Clock, b64int, self_signed_pem, wait_for
 
 from s2sauth._errors import ConfigurationError, KeyFetchError, UnknownKeyError
 from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
 from s2sauth.verify.keys import KeySet, parse_key_set
 
 URL = "https://keys.example/oauth2/v3/certs"
-T0 = 1_700_000_000.0
-
-
-def b64int(value: int) -> str:
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def jwk(
@@ -61,36 +50,6 @@ def jwk(
         else:
             entry[name] = value
     return entry
-
-
-def certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    """A self-signed PEM certificate for ``key``, like Google's v1 certs."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-class Clock:
-    """An injected clock that moves only when told."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Endpoint:
@@ -167,13 +126,6 @@ def same_key(a: Any, b: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bool:
     return bool(a.public_numbers() == b.public_key().public_numbers())
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.005)
-
-
 # -- parsing and hygiene ---------------------------------------------------------------------
 
 
@@ -189,7 +141,7 @@ def test_jwks_is_parsed(endpoint: Endpoint, clock: Clock, key: rsa.RSAPrivateKey
 
 def test_pem_map_is_parsed(clock: Clock, key: rsa.RSAPrivateKey, key2: rsa.RSAPrivateKey) -> None:
     """A {kid: PEM certificate} map (Google's v1 format) is understood too."""
-    endpoint = Endpoint({"a": certificate(key), "b": certificate(key2)})
+    endpoint = Endpoint({"a": self_signed_pem(key), "b": self_signed_pem(key2)})
     keys = keyset(endpoint, clock)
     assert same_key(keys.get("a"), key)
     assert same_key(keys.get("b"), key2)
@@ -198,14 +150,16 @@ def test_pem_map_is_parsed(clock: Clock, key: rsa.RSAPrivateKey, key2: rsa.RSAPr
 def test_pem_entries_are_checked(clock: Clock, key: rsa.RSAPrivateKey) -> None:
     """A PEM map entry that is not a certificate, or a weak key, is skipped."""
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    endpoint = Endpoint({"good": certificate(key), "junk": "not a cert", "weak": certificate(weak)})
+    endpoint = Endpoint(
+        {"good": self_signed_pem(key), "junk": "not a cert", "weak": self_signed_pem(weak)}
+    )
     keys = loaded(endpoint, clock)
     assert keys.kids == ("good",)
 
 
 def test_duplicate_pem_member_is_not_used(clock: Clock, key: rsa.RSAPrivateKey) -> None:
     """A kid that appears twice in a PEM map is not used."""
-    pem = json.dumps(certificate(key))
+    pem = json.dumps(self_signed_pem(key))
     endpoint = Endpoint()
     endpoint.body = f'{{"dup": {pem}, "dup": {pem}, "ok": {pem}}}'.encode()
     assert loaded(endpoint, clock).kids == ("ok",)
@@ -218,7 +172,7 @@ def test_es256_keys_need_es256(clock: Clock, key: rsa.RSAPrivateKey, ec_key: Any
     both = loaded(Endpoint(document), clock, algorithms=("RS256", "ES256"))
     assert both.kids == ("ec", "rsa")
     assert same_key(both.get("ec"), ec_key)
-    pem = keyset(Endpoint({"ec": certificate(ec_key)}), clock, algorithms=["ES256"])
+    pem = keyset(Endpoint({"ec": self_signed_pem(ec_key)}), clock, algorithms=["ES256"])
     assert same_key(pem.get("ec"), ec_key)
 
 

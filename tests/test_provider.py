@@ -7,12 +7,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
+from support import wait_for
 
 from s2sauth._errors import ConfigurationError, TokenFetchError
 from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
@@ -74,14 +75,6 @@ class FakeSource:
 
     def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
         return AccessToken(*self._mint(",".join(scopes)))
-
-
-def wait_for(predicate: Callable[[], bool]) -> None:
-    """Wait for a background event; the timeout only guards against a hang."""
-    give_up = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < give_up, "timed out waiting"
-        time.sleep(0.002)
 
 
 def b64(data: bytes) -> str:

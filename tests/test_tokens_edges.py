@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -23,22 +22,27 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import google.auth.credentials
 import google.auth.exceptions
 import google.oauth2.credentials
 import google.oauth2.service_account
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import impersonated_credentials
+from support import (
+    IAM_HOST,
+    PROXY_VARS,
+    REFRESH_TOKEN,
+    FakeGoogle,
+    Tls,
+    service_account_info,
+    throwaway_tls,
+    wait_for,
+)
 
 from s2sauth._errors import ConfigurationError, TokenFetchError
 from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError, wait_future
@@ -56,13 +60,11 @@ from s2sauth.tokens.sources import (
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 TARGET = "target@demo-project.iam.gserviceaccount.com"
 AUDIENCE = "https://callee-xyz.a.run.app"
-IAM_HOST = "iamcredentials.googleapis.com"
 ADC_FILE = "application_default_credentials.json"
 FLAVOR = {"Metadata-Flavor": "Google"}
 NOW = 1_700_000_000.0
 #: A loopback port nothing listens on (the discard port), as in conftest.
 DEAD = "127.0.0.1:9"
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 
 
 @pytest.fixture(autouse=True)
@@ -97,14 +99,6 @@ def claims_of(token: str) -> dict[str, Any]:
         base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     )
     return claims
-
-
-def wait_for(predicate: Callable[[], bool]) -> None:
-    """Wait for a background event; the timeout only guards against a hang."""
-    give_up = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < give_up, "timed out waiting"
-        time.sleep(0.002)
 
 
 Answer = tuple[int, Mapping[str, str], bytes]
@@ -197,170 +191,17 @@ def counting() -> Iterator[Callable[..., CountingServer]]:
         server.close()
 
 
-@dataclass(frozen=True)
-class Tls:
-    """A self-signed certificate for 127.0.0.1 and the IAM host: the file to trust, and the
-    server's context."""
-
-    ca: Path
-    server: ssl.SSLContext
-
-    def client(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca))
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     """One throwaway certificate for every TLS server in this module."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s2sauth test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(IAM_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    ca = directory / "ca.pem"
-    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    chain = directory / "chain.pem"
-    chain.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(chain)
-    return Tls(ca, server)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request the fake Google received."""
-
-    path: str
-    authorization: str | None
-    body: Mapping[str, Any]
-
-
-class FakeGoogle:
-    """Google's OAuth token endpoint on 127.0.0.1, and an HTTPS proxy whose tunnel plays the
-    IAM Credentials API (google-auth posts generateIdToken with requests, not our transport).
-
-    Tokens are JWT-shaped with a junk signature: nothing here verifies them.
-    """
-
-    def __init__(self, tls: ssl.SSLContext) -> None:
-        self.access_token = "ya29.fake-access"
-        self.expires_in: int | None = 3599
-        self.seen: list[Seen] = []
-        self.tunnels: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status, body = owner.answer(self.path, self.headers.get("Authorization"), raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_CONNECT(self) -> None:
-                owner.tunnels.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-                self.rfile.close()
-                self.connection = tls.wrap_socket(self.connection, server_side=True)
-                self.rfile = self.connection.makefile("rb")
-                self.wfile = self.connection.makefile("wb")
-                self.close_connection = False  # the tunnelled request is still to come
-
-            def finish(self) -> None:
-                super().finish()
-                if self.connection is not self.request:
-                    self.connection.close()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.token_uri = f"{self.origin}/token"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    def answer(self, path: str, authorization: str | None, raw: bytes) -> tuple[int, Any]:
-        exp = int(time.time()) + 3600
-        if path == "/token":
-            form = {name: values[0] for name, values in parse_qs(raw.decode()).items()}
-            grant = claims_of(form["assertion"]) if "assertion" in form else {}
-            self.seen.append(Seen(path, authorization, form | grant))
-            if "target_audience" in grant:
-                claims = {"aud": grant["target_audience"], "email": grant["iss"], "exp": exp}
-                return 200, {"id_token": fake_jwt(claims)}
-            reply: dict[str, Any] = {"access_token": self.access_token, "token_type": "Bearer"}
-            if self.expires_in is not None:
-                reply["expires_in"] = self.expires_in
-            return 200, reply
-        body = json.loads(raw)
-        self.seen.append(Seen(path, authorization, body))
-        if path.endswith(":generateIdToken"):
-            principal = path.rpartition("/")[2].partition(":")[0]
-            claims = {"aud": body["audience"], "email": principal, "exp": exp}
-            return 200, {"token": fake_jwt(claims)}
-        return 404, {"error": {"code": 404, "message": "no such method", "status": "NOT_FOUND"}}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return throwaway_tls(tmp_path_factory.mktemp("tls"), [IAM_HOST, "127.0.0.1"])
 
 
 @pytest.fixture
-def fake_google(tls: Tls) -> Iterator[FakeGoogle]:
+def fake_google(emulator_key: rsa.RSAPrivateKey, tls: Tls) -> Iterator[FakeGoogle]:
     """The fake token endpoint and IAM proxy, stopped after the test."""
-    fake = FakeGoogle(tls.server)
-    try:
+    with FakeGoogle(emulator_key, tls=tls.server, access_token="ya29.fake-access") as fake:
         yield fake
-    finally:
-        fake.close()
-
-
-def key_info(private_key: rsa.RSAPrivateKey, token_uri: str) -> dict[str, Any]:
-    """A service-account key file's content, for CALLER, whose token_uri is `token_uri`."""
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "demo-project",
-        "private_key_id": "test-key",
-        "private_key": pem,
-        "client_email": CALLER,
-        "client_id": "1234567890",
-        "token_uri": token_uri,
-    }
 
 
 @pytest.fixture
@@ -369,7 +210,9 @@ def write_key(emulator_key: rsa.RSAPrivateKey, fake_google: FakeGoogle) -> Calla
 
     def write(path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(key_info(emulator_key, fake_google.token_uri)))
+        path.write_text(
+            json.dumps(service_account_info(emulator_key, CALLER, fake_google.token_uri))
+        )
         return path
 
     return write
@@ -499,7 +342,7 @@ def test_adc_unreachable_token_endpoint_is_retryable(
 ) -> None:
     """A key file whose token endpoint refuses connections is a retryable TokenFetchError."""
     path = tmp_path / "key.json"
-    path.write_text(json.dumps(key_info(emulator_key, f"http://{DEAD}/token")))
+    path.write_text(json.dumps(service_account_info(emulator_key, CALLER, f"http://{DEAD}/token")))
     with pytest.raises(TokenFetchError) as caught:
         ADCSource(path).fetch_id_token(AUDIENCE)
     assert caught.value.retryable is True
@@ -604,7 +447,7 @@ def test_adc_access_token_from_credentials_object(
 ) -> None:
     """A service-account credentials object mints access tokens with the scopes asked for."""
     credentials = google.oauth2.service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-        key_info(emulator_key, fake_google.token_uri)
+        service_account_info(emulator_key, CALLER, fake_google.token_uri)
     )
     before = time.time()
     token = ADCSource(credentials).fetch_access_token(["scope-a", "scope-b"])
@@ -633,7 +476,7 @@ def test_adc_access_token_without_expiry_lives_five_minutes(fake_google: FakeGoo
     fake_google.expires_in = None
     credentials = google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
         None,
-        refresh_token="1//fake-refresh-token",
+        refresh_token=REFRESH_TOKEN,
         token_uri=fake_google.token_uri,
         client_id="client-id",
         client_secret="client-secret",
@@ -663,6 +506,7 @@ def test_adc_impersonated_credentials_object_mints_id_token(
     for name in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(name, fake_google.origin)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.ca))
+    fake_google.issued.append("ya29.caller-token")  # as if the fake had handed it out earlier
     caller = google.oauth2.credentials.Credentials("ya29.caller-token")  # type: ignore[no-untyped-call]
     credentials = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
         source_credentials=caller,

@@ -4,8 +4,6 @@ when both headers were stripped, and WSGI paths outside latin-1."""
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
 import logging
 import threading
@@ -15,10 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from support import Clock, b64int, self_signed_pem, wait_for
 
 from s2sauth._errors import (
     ImmatureTokenError,
@@ -37,25 +33,11 @@ from s2sauth.verify.verifier import Verifier
 from s2sauth.wsgi import IDTokenMiddleware
 
 URL = "https://keys.example/oauth2/v3/certs"
-T0 = 1_700_000_000.0
 AUDIENCE = "https://svc-abc-uc.a.run.app"
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 STRANGER = "stranger@other-project.iam.gserviceaccount.com"
 SA = "caller@proj-one.iam.gserviceaccount.com"
 OPS = "ops@proj-one.iam.gserviceaccount.com"
-
-
-class Clock:
-    """An injected clock that moves only when told."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Endpoint:
@@ -74,33 +56,11 @@ class Endpoint:
         return HTTPResponse(self.status, {"cache-control": "max-age=300"}, body)
 
 
-def b64int(value: int) -> str:
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def rsa_jwk(key: rsa.RSAPrivateKey, kid: Any = "k1") -> dict[str, Any]:
     """The public JWK of ``key``; ``kid=None`` leaves the kid out."""
     numbers = key.public_key().public_numbers()
     entry = {"kty": "RSA", "n": b64int(numbers.n), "e": b64int(numbers.e), "alg": "RS256"}
     return entry if kid is None else {**entry, "kid": kid}
-
-
-def certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    """A self-signed PEM certificate for ``key``, like Google's v1 certs."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def skipped(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -111,13 +71,6 @@ def skipped(caplog: pytest.LogCaptureFixture) -> list[str]:
         if " not used: " in message and record.levelno == logging.WARNING:
             lines.append(message.split(": key ", 1)[1].replace(" not used", ""))
     return lines
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.005)
 
 
 def strip_signature(token: str) -> str:
@@ -180,7 +133,7 @@ def test_pem_entry_with_an_empty_kid_is_skipped(
     emulator_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A PEM map entry under an empty key ID is skipped as having no kid."""
-    pem = certificate(emulator_key)
+    pem = self_signed_pem(emulator_key)
     with caplog.at_level(logging.WARNING, logger="s2sauth"):
         keys = parse_key_set(json.dumps({"": pem, "ok": pem}).encode())
     assert list(keys) == ["ok"]
@@ -217,9 +170,9 @@ def test_pem_certificates_with_unusable_keys_are_skipped(
 ) -> None:
     """A P-384 certificate, or a P-256 one while only RS256 is configured, is skipped."""
     document = {
-        "p384": certificate(ec.generate_private_key(ec.SECP384R1())),
-        "p256": certificate(ec.generate_private_key(ec.SECP256R1())),
-        "rsa": certificate(emulator_key),
+        "p384": self_signed_pem(ec.generate_private_key(ec.SECP384R1())),
+        "p256": self_signed_pem(ec.generate_private_key(ec.SECP256R1())),
+        "rsa": self_signed_pem(emulator_key),
     }
     with caplog.at_level(logging.WARNING, logger="s2sauth"):
         keys = parse_key_set(json.dumps(document).encode(), ("RS256",))
@@ -235,7 +188,7 @@ def test_pem_certificates_with_unusable_keys_are_skipped(
 def test_a_single_algorithm_string_is_one_algorithm(emulator_key: rsa.RSAPrivateKey) -> None:
     """algorithms="ES256" means ES256 (not its letters): only the P-256 key is used."""
     ec_key = ec.generate_private_key(ec.SECP256R1())
-    document = {"rsa": certificate(emulator_key), "ec": certificate(ec_key)}
+    document = {"rsa": self_signed_pem(emulator_key), "ec": self_signed_pem(ec_key)}
     keys = KeySet(URL, transport=Endpoint(document), algorithms="ES256")
     assert keys.algorithms == frozenset({"ES256"})
     assert keys.get("ec").public_numbers() == ec_key.public_key().public_numbers()
