@@ -16,13 +16,27 @@ from .verify.policy import Rule
 if TYPE_CHECKING:  # pragma: no cover
     from .verify.verifier import Verifier
 
-__all__ = ["IDTokenMiddleware"]
+__all__ = ["VERIFIER_KEY", "IDTokenMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+#: The scope key naming the :class:`~s2sauth.Verifier` that verified ``scope["s2sauth.caller"]``.
+VERIFIER_KEY = "s2sauth.verifier"
+
+
+def _route_path(scope: Scope) -> str:
+    # The path inside the application, as Starlette routes it: ASGI servers and mounts
+    # put the root_path in front of "path" too, and rules are written for the app.
+    path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 class IDTokenMiddleware:
@@ -33,6 +47,8 @@ class IDTokenMiddleware:
     :class:`~s2sauth.Caller` is stored at ``scope["state"]["caller"]`` (so
     ``request.state.caller`` in Starlette and FastAPI) and at
     ``scope["s2sauth.caller"]``. Lifespan and other scopes pass straight through.
+    Rules and exempt paths are matched on the path inside the application (without
+    the ``root_path`` of a mount or of ``uvicorn --root-path``), as Starlette routes.
 
     A rejected HTTP request gets 401, 403 or 503 with a short JSON body. A
     rejected WebSocket handshake gets the same response when the server supports
@@ -80,7 +96,7 @@ class IDTokenMiddleware:
         """Check the request, then call the app (or answer the rejection)."""
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        policy = self.gate.route(scope.get("method", "GET"), scope["path"])
+        policy = self.gate.route(scope.get("method", "GET"), _route_path(scope))
         if policy is EXEMPT:
             return await self.app(scope, receive, send)
         authorization: list[str] = []
@@ -98,6 +114,7 @@ class IDTokenMiddleware:
             scope["state"] = {}
         scope["state"]["caller"] = caller
         scope["s2sauth.caller"] = caller
+        scope[VERIFIER_KEY] = self.gate.verifier
         await self.app(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, exc: S2SAuthError) -> None:

@@ -14,6 +14,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the e
     raise ImportError("s2sauth.fastapi needs FastAPI: pip install 's2sauth[fastapi]'") from exc
 
 from ._errors import S2SAuthError
+from .asgi import VERIFIER_KEY
 from .verify.caller import Caller
 from .verify.http import DEFAULT_REALM, SERVERLESS_HEADER, Gate
 from .verify.policy import CallerPolicy
@@ -34,9 +35,9 @@ class IDTokenBearer(SecurityBase):
     Use it per route, ``caller: Caller = Depends(IDTokenBearer(verifier,
     allowed_callers=[...]))``, or app-wide in ``FastAPI(dependencies=[...])``.
     It declares an HTTP bearer security scheme in the OpenAPI schema. When
-    :class:`s2sauth.asgi.IDTokenMiddleware` already verified the request, its
-    caller is reused (no second verification) and only this dependency's
-    allow-list is applied.
+    :class:`s2sauth.asgi.IDTokenMiddleware` already verified the request with the
+    same verifier, its caller is reused (no second verification) and only this
+    dependency's allow-list is applied.
 
     A rejection raises :class:`~fastapi.HTTPException` with the middleware's
     status and headers; its body is FastAPI's ``{"detail": ...}`` holding the
@@ -71,9 +72,11 @@ class IDTokenBearer(SecurityBase):
 
     async def __call__(self, connection: HTTPConnection) -> Caller:
         """The request's caller, verified and allowed by this dependency's policy."""
-        verified = connection.scope.get("s2sauth.caller")
+        scope = connection.scope
+        verified = scope.get("s2sauth.caller")
         try:
-            if isinstance(verified, Caller):
+            # Reused only from the same verifier: another may accept other audiences.
+            if isinstance(verified, Caller) and scope.get(VERIFIER_KEY) is self.gate.verifier:
                 return self.gate.authorize(verified, self.gate.default)
             return await self.gate.aauthenticate(
                 connection.headers.getlist("Authorization"),

@@ -15,7 +15,7 @@ from ._errors import S2SAuthError
 from .verify.caller import Caller
 from .verify.http import DEFAULT_REALM, SERVERLESS_HEADER, Gate
 from .verify.policy import CallerPolicy
-from .wsgi import CALLER_KEY
+from .wsgi import CALLER_KEY, VERIFIER_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     from .verify.verifier import Verifier
@@ -38,8 +38,8 @@ def require_id_token(
     :class:`s2sauth.wsgi.IDTokenMiddleware`). The caller is in ``flask.g.caller``.
     Sync and ``async def`` views both work (the latter needs ``flask[async]``).
     A rejection aborts with 401, 403 or 503 and a short JSON body. When the
-    WSGI middleware already verified the request, its caller is reused and only
-    this view's allow-list is applied.
+    WSGI middleware already verified the request with the same verifier, its
+    caller is reused and only this view's allow-list is applied.
 
     Threat model: see :class:`s2sauth.wsgi.IDTokenMiddleware`.
 
@@ -61,7 +61,8 @@ def require_id_token(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             verified = request.environ.get(CALLER_KEY)
             try:
-                if isinstance(verified, Caller):
+                # Reused only from the same verifier: another may accept other audiences.
+                if isinstance(verified, Caller) and request.environ.get(VERIFIER_KEY) is verifier:
                     g.caller = gate.authorize(verified, gate.default)
                 else:
                     g.caller = gate.authenticate(

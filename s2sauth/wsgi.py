@@ -14,10 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .verify.verifier import Verifier
 
-__all__ = ["CALLER_KEY", "IDTokenMiddleware"]
+__all__ = ["CALLER_KEY", "VERIFIER_KEY", "IDTokenMiddleware"]
 
 #: The environ key holding the verified :class:`~s2sauth.Caller`.
 CALLER_KEY = "s2sauth.caller"
+#: The environ key naming the :class:`~s2sauth.Verifier` that verified it.
+VERIFIER_KEY = "s2sauth.verifier"
 
 
 def _path(environ: WSGIEnvironment) -> str:
@@ -87,6 +89,7 @@ class IDTokenMiddleware:
                 () if serverless is None else (serverless,),
                 policy=policy,
             )
+            environ[VERIFIER_KEY] = self.gate.verifier
         except S2SAuthError as exc:
             if self.on_error is not None:
                 return self.on_error(environ, exc)(environ, start_response)
