@@ -92,6 +92,11 @@ CASES = [
     pytest.param(claims(iat=NOW, exp=NOW), NOW - 10, None, id="iat equals exp"),
     pytest.param(claims(exp=NOW + 3601), NOW, InvalidClaimsError, id="lifetime 3601 s"),
     pytest.param(claims(exp=NOW + 10**12), NOW, InvalidClaimsError, id="lifetime huge"),
+    pytest.param(
+        claims(iat=10**400 - 10, exp=10**400), NOW, InvalidClaimsError, id="times past year 9999"
+    ),
+    pytest.param(claims(iat=-3600, exp=0), NOW, InvalidClaimsError, id="iat before 1970"),
+    pytest.param(claims(nbf=10**400), NOW, InvalidClaimsError, id="nbf past year 9999"),
     # -- exp with leeway ----------------------------------------------------------------------
     pytest.param(claims(), NOW + 3600 + LEEWAY - 1, None, id="expired, inside leeway"),
     pytest.param(claims(), NOW + 3600 + LEEWAY - 0.001, None, id="expired, just inside leeway"),
@@ -108,11 +113,11 @@ CASES = [
         ImmatureTokenError,
         id="iat future, past leeway",
     ),
-    pytest.param(claims(iat=10**15, exp=10**15 + 60), NOW, ImmatureTokenError, id="iat far future"),
+    pytest.param(claims(iat=10**15, exp=10**15 + 60), NOW, InvalidClaimsError, id="iat far future"),
     # -- nbf with leeway ----------------------------------------------------------------------
     pytest.param(claims(nbf=NOW + LEEWAY), NOW, None, id="nbf future, at leeway"),
     pytest.param(claims(nbf=NOW + LEEWAY + 1), NOW, ImmatureTokenError, id="nbf past leeway"),
-    pytest.param(claims(nbf=10**30), NOW, ImmatureTokenError, id="nbf huge"),
+    pytest.param(claims(nbf=10**30), NOW, InvalidClaimsError, id="nbf huge"),
     # -- sub --------------------------------------------------------------------------------
     pytest.param(claims(sub=ABSENT), NOW, InvalidClaimsError, id="sub missing"),
     pytest.param(claims(sub=""), NOW, InvalidClaimsError, id="sub empty"),

@@ -333,6 +333,10 @@ def test_unexpected_transport_exception_fails_closed(clock: Clock) -> None:
         pytest.param({"cache-control": 'max-age="900"'}, 900, id="quoted max-age"),
         pytest.param({"cache-control": "max-age=abc"}, 300, id="bad max-age"),
         pytest.param({"cache-control": "max-age=600", "age": "x"}, 600, id="bad Age"),
+        # '²' passes str.isdigit() but not int(): the header is junk, the keys are fine.
+        pytest.param({"cache-control": "max-age=600", "age": "\u00b2"}, 600, id="Age '²'"),
+        pytest.param({"cache-control": "max-age=\u0666\u0660"}, 300, id="Arabic-digit max-age"),
+        pytest.param({"cache-control": "max-age=600", "age": "9" * 5000}, 600, id="Age too long"),
         pytest.param({}, 300, id="no Cache-Control"),
         pytest.param({"cache-control": "public"}, 300, id="no max-age"),
         pytest.param({"cache-control": "no-store, max-age=600"}, 60, id="no-store"),

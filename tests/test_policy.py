@@ -66,6 +66,19 @@ def caller(email: str | None = SA, subject: str = SUB) -> Caller:
             id="domain-scoped project",
         ),
         pytest.param([SA, SUB, "*@proj-two.iam.gserviceaccount.com"], caller(), True, id="mixed"),
+        # 'K' (U+212A, the Kelvin sign) lower-cases to an ASCII 'k'.
+        pytest.param(
+            ["ops-k@proj-one.iam.gserviceaccount.com"],
+            caller("ops-\u212a@proj-one.iam.gserviceaccount.com"),
+            False,
+            id="non-ASCII look-alike email",
+        ),
+        pytest.param(
+            ["*@kproject-1.iam.gserviceaccount.com"],
+            caller("x@\u212aproject-1.iam.gserviceaccount.com"),
+            False,
+            id="non-ASCII look-alike project",
+        ),
         pytest.param("other@x.example", caller(), False, id="single string entry"),
     ],
 )

@@ -7,11 +7,12 @@ current time and the :class:`ClaimRules`, and raises an
 ==================  =============================================================
 ``iss``             a string, exactly one of the accepted issuers
 ``aud``             one string (a list is refused), equal to a configured audience
-``exp``/``iat``     required JSON integers (not floats, strings or booleans);
-                    ``iat <= exp``; ``exp - iat`` at most :data:`MAX_LIFETIME`;
-                    ``exp`` not past and ``iat`` not in the future, beyond the leeway
-``nbf``             optional; when present a JSON integer, not in the future
-                    beyond the leeway
+``exp``/``iat``     required JSON integers (not floats, strings or booleans)
+                    between 1970 and 9999; ``iat <= exp``; ``exp - iat`` at most
+                    :data:`MAX_LIFETIME`; ``exp`` not past and ``iat`` not in the
+                    future, beyond the leeway
+``nbf``             optional; when present a JSON integer in the same range, not in
+                    the future beyond the leeway
 ``sub``             a non-empty string (the account's unique ID)
 ``email``           optional; when present a string. It names the caller only when
                     ``email_verified`` is the JSON boolean ``true``; otherwise the
@@ -63,6 +64,9 @@ __all__ = [
 MAX_LIFETIME: Final = 3600
 
 _MAX_SHOWN = 60
+# 9999-12-31T23:59:59Z, the last second a datetime holds: later "times" are junk, and
+# arithmetic on arbitrarily large JSON integers could overflow a float.
+_LAST_SECOND = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ def check_times(claims: Mapping[str, Any], now: float, rules: ClaimRules) -> Non
         raise InvalidClaimsError(_wrong_type("iat", iat, "an integer (seconds since the epoch)"))
     if "nbf" in claims and type(nbf) is not int:
         raise InvalidClaimsError(_wrong_type("nbf", nbf, "an integer (seconds since the epoch)"))
+    if not (0 <= exp <= _LAST_SECOND and 0 <= iat <= _LAST_SECOND) or (
+        nbf is not None and not 0 <= nbf <= _LAST_SECOND
+    ):
+        raise InvalidClaimsError("the token's exp, iat or nbf is not a time between 1970 and 9999")
     if iat > exp:
         raise InvalidClaimsError("the token expires (exp) before it was issued (iat)")
     if exp - iat > rules.max_lifetime:

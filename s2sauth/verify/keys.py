@@ -648,7 +648,8 @@ def _check_algorithms(algorithms: Collection[str]) -> frozenset[str]:
 
 def _seconds(text: str) -> int | None:
     text = text.strip().strip('"')
-    return int(text) if text.isdigit() else None
+    # isdigit() alone admits digits like '²' that int() refuses, and any length.
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
 
 
 def _content_hint(response: HTTPResponse) -> str:

@@ -135,7 +135,8 @@ class CallerPolicy:
         """Whether ``caller`` is on the list (by unique ID, verified email or project)."""
         if caller.subject in self._subjects:
             return True
-        if caller.email is None:
+        # Entries are ASCII; lower() would fold a non-ASCII look-alike (the Kelvin sign) into one.
+        if caller.email is None or not caller.email.isascii():
             return False
         email = caller.email.lower()
         if email in self._emails:
