@@ -65,9 +65,9 @@ class Provider(Protocol[K_contra]):
 class Redirect(enum.Enum):
     """What to do with the token headers when a response redirects to ``new_url``."""
 
-    KEEP = "keep"  # same origin, still allowed: the copied headers may go
+    KEEP = "keep"  # same origin and key, still allowed: the copied headers may go
     STRIP = "strip"  # elsewhere: no token may go
-    REISSUE = "reissue"  # another origin that is an explicit target: a fresh token for it
+    REISSUE = "reissue"  # an explicit target elsewhere, or another key here: a fresh token
 
 
 @functools.lru_cache(maxsize=1024)  # every request asks; a client calls few distinct URLs
@@ -167,7 +167,11 @@ class Rules(Generic[K]):
     def redirect(self, old_url: str, new_url: str) -> Redirect:
         """What the token headers of a request to ``old_url`` become when redirected."""
         if origin(old_url) == origin(new_url):
-            return Redirect.KEEP if self.allows(new_url) else Redirect.STRIP
+            if not self.allows(new_url):
+                return Redirect.STRIP
+            # An audience computed per URL may differ on the same origin: then the hop
+            # needs its own token, and a 401 must drop that one, not the first URL's.
+            return Redirect.KEEP if self._key(old_url) == self._key(new_url) else Redirect.REISSUE
         if self.targets is not None and self.allows(new_url):
             return Redirect.REISSUE
         return Redirect.STRIP

@@ -63,11 +63,14 @@ class _BearerAuth(httpx.Auth, Generic[K]):
         if (key := self._begin(request, first=True)) is not None:
             self._rules.attach(request.headers, self._provider.token(key))
         response = yield request
-        if (failed := self._after(request, response)) is not None:
+        if (failed := self._after(response)) is not None:
             self._provider.invalidate(*failed)
-            if (key := self._begin(request, first=False)) is not None:
-                self._rules.attach(request.headers, self._provider.token(key))
-            yield request
+            # Only the hop the 401 answered goes again: the hops before it (a POST
+            # answered with a redirect, say) were done already.
+            retry = response.request
+            if (key := self._begin(retry, first=False)) is not None:
+                self._rules.attach(retry.headers, self._provider.token(key))
+            yield retry
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -75,11 +78,12 @@ class _BearerAuth(httpx.Auth, Generic[K]):
         if (key := self._begin(request, first=True)) is not None:
             self._rules.attach(request.headers, await self._provider.atoken(key))
         response = yield request
-        if (failed := self._after(request, response)) is not None:
+        if (failed := self._after(response)) is not None:
             self._provider.invalidate(*failed)
-            if (key := self._begin(request, first=False)) is not None:
-                self._rules.attach(request.headers, await self._provider.atoken(key))
-            yield request
+            retry = response.request  # as in sync_auth_flow: the rejected hop only
+            if (key := self._begin(retry, first=False)) is not None:
+                self._rules.attach(retry.headers, await self._provider.atoken(key))
+            yield retry
 
     def redirect_hook(self, request: httpx.Request) -> None:
         """Request event hook for a ``Client`` that follows redirects: guard each hop."""
@@ -106,16 +110,16 @@ class _BearerAuth(httpx.Auth, Generic[K]):
         request.extensions[_ISSUED_FOR] = request.url
         return self._rules.follow(str(previous), str(request.url), request.headers)
 
-    def _after(self, request: httpx.Request, response: httpx.Response) -> tuple[K, str] | None:
-        # Says which (key, token) a 401 rejected, when one retry of ``request`` is due.
+    def _after(self, response: httpx.Response) -> tuple[K, str] | None:
+        # Says which (key, token) a 401 rejected, when one retry of the hop it answered is due.
         if response.history and any(_leaked(hop.request) for hop in (*response.history, response)):
             logger.warning(
                 "X-Serverless-Authorization followed a redirect to another origin: use "
                 "id_token_client() or add event_hooks={'request': [auth.redirect_hook]}"
             )
-        if response.status_code != 401 or not isinstance(request.stream, httpx.ByteStream):
-            return None  # not rejected, or a streamed body that cannot be sent twice
         final = response.request
+        if response.status_code != 401 or not isinstance(final.stream, httpx.ByteStream):
+            return None  # not rejected, or a streamed body that cannot be sent twice
         rejected = self._rules.rejected(401, str(final.url), final.headers)
         if rejected is not None:
             logger.debug("%s answered 401: one retry with a new token", origin(str(final.url)))

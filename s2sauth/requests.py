@@ -74,7 +74,12 @@ class _BearerAuth(AuthBase, Generic[K]):
             r = retry
         if r.is_redirect:
             # requests copies this request to build the next hop: strip it first.
-            self._rules.follow(sent.url or "", urljoin(r.url, r.headers["location"]), sent.headers)
+            new_url = urljoin(r.url, r.headers["location"])
+            key = self._rules.follow(sent.url or "", new_url, sent.headers)
+            if key is not None and origin(new_url) == origin(sent.url or ""):
+                # Another audience on the same origin: requests keeps headers there, so
+                # the copy may carry that hop's own token (any session, not only ours).
+                self._rules.attach(sent.headers, self._provider.token(key))
         return r
 
 

@@ -300,6 +300,29 @@ class OutboundContract:
         assert self.run([call], provider=provider)[0].status == 200
         assert [(s.method, s.body) for s in receiver.seen] == [("POST", b'{"n": 1}')] * 2
 
+    def test_401_after_a_redirect_retries_only_that_hop(
+        self, provider: IDTokenProvider, receiver: Receiver
+    ) -> None:
+        """A 401 on the hop a POST was redirected to (303) sends that hop again, not the POST."""
+        url = receiver.redirect(receiver.url("/401-once/order"), 303)
+        assert self.run([Call(url, method="POST", data=b"{}")], provider=provider)[0].status == 200
+        assert [(s.method, s.path) for s in receiver.seen] == [
+            ("POST", "/redirect"),
+            ("GET", "/401-once/order"),
+            ("GET", "/401-once/order"),
+        ]
+
+    def test_same_origin_redirect_to_another_audience_gets_its_token(
+        self, provider: IDTokenProvider, receiver: Receiver
+    ) -> None:
+        """With an audience per path, a same-origin hop carries its own audience's token."""
+        url = receiver.redirect(receiver.url("/landing"))
+        audience = lambda url: "aud:" + urlsplit(url).path  # noqa: E731
+        assert self.run([Call(url)], provider=provider, audience=audience) == [Result(200, 1)]
+        first, landed = receiver.seen
+        assert claims(first.headers[AUTHZ])["aud"] == "aud:/redirect"
+        assert claims(landed.headers[AUTHZ])["aud"] == "aud:/landing"
+
     def test_401_without_a_token_is_not_retried(
         self, provider: IDTokenProvider, receiver: Receiver, other: Receiver
     ) -> None:
@@ -474,6 +497,17 @@ class TestRequests(OutboundContract):
         assert requests.get(url, auth=auth, timeout=10).status_code == 200
         assert len(other.seen) == 2
         assert all(AUTHZ not in s.headers and XSA not in s.headers for s in other.seen)
+
+    def test_plain_session_gives_a_same_origin_hop_its_own_audience(
+        self, provider: IDTokenProvider, receiver: Receiver
+    ) -> None:
+        """On a plain Session too, a same-origin hop to another audience gets that token."""
+        auth = s2s_requests.IDTokenAuth(lambda url: "aud:" + urlsplit(url).path, provider=provider)
+        with requests.Session() as session:
+            session.trust_env = False
+            session.auth = auth
+            assert session.get(receiver.redirect(receiver.url("/landing"))).status_code == 200
+        assert claims(receiver.seen[1].headers[AUTHZ])["aud"] == "aud:/landing"
 
     def test_plain_session_keeps_the_redirect_response_history(
         self, provider: IDTokenProvider, receiver: Receiver
