@@ -218,13 +218,20 @@ async def wait_future(future: concurrent.futures.Future[T], timeout: float | Non
         return future.result()
     if _async_library() == "asyncio":
         waiter = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            # A waiter given up on (timed out, or its task cancelled) is dropped, so the
+            # loop never reports its outcome as "never retrieved".
+            if not waiter.done():
+                waiter.cancel()
         if not done:
             raise TimeoutError(f"no result within {timeout} s")
         return waiter.result()
     import anyio.to_thread
 
-    return await anyio.to_thread.run_sync(_result, future, timeout)
+    # A cancelled trio task stops waiting at once; the worker thread waits on alone.
+    return await anyio.to_thread.run_sync(_result, future, timeout, abandon_on_cancel=True)
 
 
 def _result(future: concurrent.futures.Future[T], timeout: float | None) -> T:

@@ -9,9 +9,12 @@ a test holds at a gate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import datetime
+import gc
 import json
 import logging
 import os
@@ -26,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import google.auth.credentials
 import google.auth.exceptions
 import google.oauth2.credentials
@@ -772,6 +776,50 @@ async def test_wait_future_of_a_done_future(anyio_backend: str) -> None:
     failed.set_exception(TokenFetchError("down"))
     with pytest.raises(TokenFetchError, match="down"):
         await wait_future(failed)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_wait_returns_at_once_and_the_work_goes_on(anyio_backend: str) -> None:
+    """A task cancelled while it waits on shared work stops waiting then (under trio too);
+    the work is not cancelled and others still get its result."""
+    future: concurrent.futures.Future[int] = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()
+    finisher = threading.Timer(10, future.set_result, (7,))  # only if the wait hangs on
+    finisher.start()
+    try:
+        with anyio.move_on_after(0.05) as scope:
+            await wait_future(future)
+        assert scope.cancelled_caught
+        assert not future.done()
+    finally:
+        finisher.cancel()
+    future.set_result(7)
+    assert await wait_future(future) == 7
+
+
+def test_a_cancelled_asyncio_wait_leaves_nothing_unretrieved() -> None:
+    """When work fails after its only waiter was cancelled, asyncio reports nothing."""
+
+    async def main() -> list[str]:
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: reported.append(context["message"])
+        )
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        task = asyncio.create_task(wait_future(future))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        future.set_exception(TokenFetchError("down"))
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        gc.collect()
+        await asyncio.sleep(0.01)
+        return reported
+
+    assert asyncio.run(main()) == []
 
 
 def test_transport_does_not_pool_a_connection_the_server_closed() -> None:
