@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -462,10 +463,13 @@ def test_certs_url_from_the_environment(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Without certs_url, S2SAUTH_CERTS_URL is used (logged at INFO), else Google's."""
-    monkeypatch.setenv("S2SAUTH_CERTS_URL", emulator.jwks_url)
+    # A URL no earlier test used (a later emulator may get an earlier one's port): the
+    # INFO line is logged once per URL and process.
+    url = f"{emulator.jwks_url}?test={uuid.uuid4().hex}"
+    monkeypatch.setenv("S2SAUTH_CERTS_URL", url)
     with caplog.at_level(logging.INFO, logger="s2sauth"):
         verifier = Verifier(AUDIENCE, allowed_callers=[CALLER], clock=clock)
-    assert verifier.keyset.certs_url == emulator.jwks_url
+    assert verifier.keyset.certs_url == url
     assert any("S2SAUTH_CERTS_URL" in r.getMessage() for r in caplog.records)
     assert verifier.verify(emulator.mint(AUDIENCE)).email == CALLER
     verifier.close()
