@@ -220,11 +220,9 @@ def _wrong_type(name: str, value: object, expected: str) -> str:
     return f"the token's {name} claim must be {expected}, not {type(value).__name__}"
 
 
-def _when(timestamp: float) -> str:
-    try:
-        return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return f"{timestamp:.0f}"
+def _when(timestamp: int) -> str:
+    # Times are checked to lie in 1970-9999 first, so every one has a date.
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _one_of(values: Collection[str]) -> str:
