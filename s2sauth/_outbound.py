@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
+import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -112,12 +114,22 @@ class _Target:
             return False
         if not self.path:
             return True
-        # '.' and '..' segments could walk out of the prefix on the server side.
-        if {".", ".."} & set(unquote(path).split("/")):
+        if _walks_out(path):
             return False
         return path.startswith(self.path if self.path.endswith("/") else self.path + "/") or (
             path == self.path
         )
+
+
+def _walks_out(path: str) -> bool:
+    """Whether some server could read a segment of ``path`` as ``.`` or ``..``.
+
+    Such a segment could walk out of a prefix on the server side. Servers differ:
+    some also split on ``\\``, drop a ``;parameter`` from a segment (``..;`` is
+    ``..``) or fold full-width dots, so all of those count.
+    """
+    text = unicodedata.normalize("NFKC", unquote(path))
+    return any(part.split(";", 1)[0] in (".", "..") for part in re.split(r"[/\\]", text))
 
 
 class Rules(Generic[K]):
