@@ -410,8 +410,8 @@ class Verifier:
         """
         with self._lock:
             self._rejected[exc.reason] += 1
-        # The one INFO line of a rejected request (adapters log only what never reaches
-        # here). INFO even for missing keys: the key set itself says so once at WARNING.
+        # The one INFO line of a rejected request. INFO even for missing keys: the key
+        # set itself says so once at WARNING.
         logger.info("rejected: %s: %s", exc.reason, exc.message)
 
 
