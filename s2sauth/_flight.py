@@ -67,7 +67,7 @@ class SingleFlight(Generic[K, V]):
         """
         future, owner = self._claim(key)
         if owner:
-            _shared_executor().submit(self._complete, key, future, fn)
+            self._submit(key, future, fn)
         return await wait_future(future)
 
     def start(self, key: K, fn: Callable[[], V]) -> bool:
@@ -79,7 +79,7 @@ class SingleFlight(Generic[K, V]):
         future, owner = self._claim(key)
         if not owner:
             return False
-        _shared_executor().submit(self._complete, key, future, fn)
+        self._submit(key, future, fn)
         # Consume the outcome so an exception is never reported as "never retrieved".
         future.add_done_callback(_log_background_failure)
         return True
@@ -94,6 +94,17 @@ class SingleFlight(Generic[K, V]):
             future.set_running_or_notify_cancel()
             self._calls[key] = future
             return future, True
+
+    def _submit(self, key: K, future: concurrent.futures.Future[V], fn: Callable[[], V]) -> None:
+        try:
+            _shared_executor().submit(self._complete, key, future, fn)
+        except BaseException as exc:
+            # No worker could start ("can't start new thread"): release the claim and
+            # wake every waiter, or the key would stay claimed by a call that never runs.
+            with self._lock:
+                del self._calls[key]
+            future.set_exception(exc)
+            raise
 
     def _complete(self, key: K, future: concurrent.futures.Future[V], fn: Callable[[], V]) -> None:
         try:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -23,7 +26,7 @@ from s2sauth._errors import (
     SignatureRemovedError,
     UnknownKeyError,
 )
-from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
+from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError
 from s2sauth.emulator import Emulator
 from s2sauth.verify import jws
 from s2sauth.verify.http import Gate, denial, find_token
@@ -274,6 +277,123 @@ async def test_async_lookup_gives_up_on_a_fetch_that_hangs(clock: Clock) -> None
         release.set()
     assert caught.value.status_code == 503
     wait_for(lambda: keys.stats.failures == 1)
+
+
+def test_cached_token_is_checked_again_once_its_key_is_retired(emulator: Emulator) -> None:
+    """A verified token is not served from the cache after its key left the published set."""
+    clock = Clock(time.time())
+    keys = KeySet(emulator.jwks_url, clock=clock)
+    verifier = Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=keys, clock=clock)
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    verifier.verify(token)
+    emulator.rotate_keys(keep_old=False)
+    keys.refresh()
+    with pytest.raises(UnknownKeyError):
+        verifier.verify(token)
+    assert verifier.stats.cache_hits == 0
+    keys.close()
+
+
+def test_cached_token_fails_closed_with_the_keys(emulator: Emulator) -> None:
+    """Stale keys still back a cached token within their grace; past it, 503 like any token."""
+    emulator.cache_max_age = 600  # the keys expire well before the token
+    clock = Clock(time.time())
+    keys = KeySet(emulator.jwks_url, clock=clock, stale_grace=120)
+    verifier = Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=keys, clock=clock)
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    verifier.verify(token)
+    emulator.inject("certs", statuses=[503] * 100)
+    expired_by = (keys.expires_at or 0) - clock()
+    clock.advance(expired_by + 60)
+    assert verifier.verify(token).email == CALLER
+    clock.advance(61)
+    with pytest.raises(KeyFetchError):
+        verifier.verify(token)
+    keys.close()
+
+
+def test_a_clock_stepped_back_does_not_stretch_the_failure_backoff(emulator: Emulator) -> None:
+    """After a failed fetch, a wall clock stepped back an hour does not hold off the next one."""
+    clock = Clock(time.time())
+    keys = KeySet(emulator.jwks_url, clock=clock, failure_backoff=5)
+    emulator.inject("certs", drop=2)
+    with pytest.raises(KeyFetchError):
+        keys.get(emulator.kid)
+    emulator.clear_faults("certs")
+    clock.advance(-3600)
+    assert keys.get(emulator.kid) is not None
+    keys.close()
+
+
+def test_a_clock_stepped_back_does_not_stretch_the_unknown_kid_cooldown(
+    emulator: Emulator,
+) -> None:
+    """After a clock step back, a newly published kid is fetched once the cooldown is over."""
+    clock = Clock(time.time())
+    keys = KeySet(emulator.jwks_url, clock=clock, unknown_kid_cooldown=30)
+    keys.get(emulator.kid)
+    with pytest.raises(UnknownKeyError):
+        keys.get("not-published")  # spends the refetch of this cooldown
+    clock.advance(-3600)
+    new_kid = emulator.rotate_keys()
+    clock.advance(31)
+    assert keys.get(new_kid) is not None
+    keys.close()
+
+
+def test_stale_keys_are_judged_when_the_wait_ends(emulator: Emulator) -> None:
+    """A fetch that fails after using up the last of the stale grace gets a 503, not old keys."""
+    clock = Clock(time.time())
+    pooled = HTTPTransport()
+    down: list[bool] = []
+
+    def transport(request: HTTPRequest) -> HTTPResponse:
+        if down:
+            clock.advance(4)  # each failing attempt takes four seconds
+            raise TransportError("connection refused")
+        return pooled(request)
+
+    keys = KeySet(emulator.jwks_url, clock=clock, transport=transport, stale_grace=100)
+    keys.get(emulator.kid)
+    down.append(True)
+    clock.advance((keys.expires_at or 0) - clock() + 99)  # one second of grace left
+    with pytest.raises(KeyFetchError):
+        keys.get(emulator.kid)
+    pooled.close()
+
+
+def test_a_fetch_that_cannot_start_a_worker_leaves_no_stuck_claim(emulator: Emulator) -> None:
+    """When no worker thread can start ("can't start new thread"), that lookup fails and the
+    next one fetches as usual: the claim on the fetch is released (a fresh interpreter, so
+    the worker pool has no thread yet)."""
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from s2sauth.verify.keys import KeySet
+        real_start = threading.Thread.start
+        failed = []
+        def start(self):
+            if not failed and self.name.startswith("s2sauth"):
+                failed.append(self.name)
+                raise RuntimeError("can't start new thread")
+            return real_start(self)
+        threading.Thread.start = start
+        keys = KeySet({emulator.jwks_url!r}, timeout=5)
+        try:
+            keys.get({emulator.kid!r})
+        except RuntimeError as exc:
+            print("first:", exc)
+        keys.get({emulator.kid!r})
+        print("second: fetched", keys.stats.fetches)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "first: can't start new thread"
+    assert second.startswith("second: fetched")
 
 
 # -- jws -------------------------------------------------------------------------------------

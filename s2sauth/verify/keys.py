@@ -226,6 +226,18 @@ class KeySet:
                 stale=current is not None and self._clock() >= current.expires_at,
             )
 
+    def holds(self, kid: str, now: float) -> bool:
+        """Whether the keys held include ``kid`` and may still be used at ``now``.
+
+        What a cached verification is worth: once its key is no longer published
+        (retired, or the keys are past their stale grace), the token must be
+        checked again. It never fetches.
+        """
+        current = self._keys
+        return (
+            current is not None and now < current.expires_at + self._grace and (kid in current.keys)
+        )
+
     @property
     def expires_at(self) -> float | None:
         """When the keys held expire, in seconds since the epoch (``None``: never fetched)."""
@@ -258,7 +270,8 @@ class KeySet:
                 error = exc
             except concurrent.futures.TimeoutError:
                 error = KeyFetchError(f"fetching {self.certs_url} took too long")
-        return self._answer(kid, now, error)
+        # Judged at the time the wait ended: a slow failing fetch may have used up the grace.
+        return self._answer(kid, self._clock() if fetch is not None else now, error)
 
     async def aget(self, kid: str) -> PublicKey:
         """Like :meth:`get`; waiting for a fetch does not block the event loop (asyncio, trio)."""
@@ -275,7 +288,8 @@ class KeySet:
                 error = exc
             except TimeoutError:
                 error = KeyFetchError(f"fetching {self.certs_url} took too long")
-        return self._answer(kid, now, error)
+        # Judged at the time the wait ended: a slow failing fetch may have used up the grace.
+        return self._answer(kid, self._clock() if fetch is not None else now, error)
 
     def refresh(self) -> None:
         """Fetch the key set now (joining a fetch already running).
@@ -306,7 +320,8 @@ class KeySet:
 
     def _failed_recently(self, now: float) -> bool:
         failed_at = self._failed_at
-        return failed_at is not None and now - failed_at < self._backoff
+        # A clock stepped back (now before failed_at) must not stretch the backoff.
+        return failed_at is not None and 0 <= now - failed_at < self._backoff
 
     def _plan(self, kid: str, now: float) -> concurrent.futures.Future[_Keys] | None:
         """The fetch this lookup must wait for, started if need be; ``None`` for none.
@@ -332,7 +347,7 @@ class KeySet:
                 return running
             # A fresh set without this kid: refetch at most once per cooldown.
             last = self._kid_refetch_at
-            if last is not None and now - last < self._cooldown:
+            if last is not None and 0 <= now - last < self._cooldown:
                 return None
             self._kid_refetch_at = now
             fetch = self._start_fetch()

@@ -70,7 +70,8 @@ class VerifierStats:
     """A snapshot of a :class:`Verifier`'s counters.
 
     Attributes:
-        verified: tokens accepted (cache hits included).
+        verified: tokens that passed every check (cache hits included); a caller the
+            policy then refused is in ``rejected_by_reason["caller_not_allowed"]`` too.
         rejected_by_reason: rejections counted by error ``reason``
             (``"expired"``, ``"caller_not_allowed"``, ``"keys_unavailable"``...).
         cache_hits: tokens answered from the verified-token cache.
@@ -87,6 +88,7 @@ class _Verified(NamedTuple):
     caller: Caller
     exp: int
     not_before: int
+    kid: str | None  # the key that verified it; None when Cloud Run removed the signature
 
 
 class Verifier:
@@ -346,7 +348,10 @@ class Verifier:
             entry = cache.get(token)
             if entry is None:
                 return None
-            if now < entry.exp + leeway and entry.not_before <= now + leeway:
+            current = now < entry.exp + leeway and entry.not_before <= now + leeway
+            # A hit is worth no more than its key: retired, or past its stale grace,
+            # the token is checked again against the keys as they are.
+            if current and (entry.kid is None or self._keyset.holds(entry.kid, now)):
                 cache.move_to_end(token)
                 self._hits += 1
                 self._verified += 1
@@ -354,6 +359,8 @@ class Verifier:
             del cache[token]
         finally:
             self._lock.release()
+        if current:
+            return None
         if now >= entry.exp + leeway:
             raise ExpiredTokenError(
                 f"the token expired {now - entry.exp:.0f} s ago (leeway {leeway:g} s); "
@@ -382,9 +389,9 @@ class Verifier:
         validate(claims, now, self._rules)
         caller = caller_from_claims(claims)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of a microsecond).
-        entry = _new_tuple(
-            _Verified, (caller, claims["exp"], max(claims["iat"], claims.get("nbf", 0)))
-        )
+        not_before = max(claims["iat"], claims.get("nbf", 0))
+        kid = None if key is None else parsed.kid
+        entry = _new_tuple(_Verified, (caller, claims["exp"], not_before, kid))
         self._lock.acquire()
         try:
             self._verified += 1
