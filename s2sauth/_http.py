@@ -104,11 +104,15 @@ class HTTPTransport:
         self._finalizer = weakref.finalize(self, _close_idle, self._idle, self._lock)
 
     def __call__(self, request: HTTPRequest) -> HTTPResponse:
-        parts = urlsplit(request.url)
+        try:
+            parts = urlsplit(request.url)
+            port = parts.port
+        except ValueError as exc:  # an unbalanced IPv6 bracket, a port out of range
+            raise TransportError(f"bad URL {request.url!r}: {exc}") from exc
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise TransportError(f"unsupported URL {request.url!r}: need http:// or https://")
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = port or (443 if scheme == "https" else 80)
         origin = (scheme, parts.hostname, port)
         target = parts.path or "/"
         if parts.query:
@@ -133,6 +137,15 @@ class HTTPTransport:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise TransportError(f"could not reach {parts.netloc}: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # Not quoted back: the offending header value may well hold a credential.
+            conn.close()
+            raise TransportError(
+                f"cannot send to {parts.netloc}: the request line and headers must be ASCII/latin-1"
+            ) from exc
+        except UnicodeError as exc:  # the IDNA codec refused a host name label
+            conn.close()
+            raise TransportError(f"bad URL {request.url!r}: {exc}") from exc
         # http.client drops the socket of a reply that ends the connection (HTTP/1.0).
         keep_alive = conn.sock is not None and response.header("connection") != "close"
         self._checkin(origin, conn, keep_alive)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http
+import math
 import re
 import sys
 from pathlib import Path
@@ -17,9 +18,10 @@ from ..tokens.sources import DefaultSource, MetadataServerSource
 
 __all__ = ["register", "run"]
 
-# RFC 9110 token (method and header names), and what may not appear in a header value.
+# RFC 9110 token (method and header names), and what may not appear in a header value:
+# control characters, and anything http.client cannot encode as latin-1.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_request(args: argparse.Namespace) -> HTTPRequest:
-    if args.timeout <= 0:
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ConfigurationError("--timeout must be a positive number of seconds")
     url_origin = origin(args.url)
     if url_origin is None:
@@ -101,7 +103,7 @@ def _build_request(args: argparse.Namespace) -> HTTPRequest:
     headers = {"User-Agent": f"s2sauth/{__version__}"}
     for number, header in enumerate(args.headers, 1):
         name, sep, value = header.partition(":")
-        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+        if not sep or not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
             # Not quoted back: a malformed header may well hold a credential.
             raise ConfigurationError(f"header #{number} is malformed: use -H 'Name: value'")
         headers[name] = value.strip()

@@ -194,6 +194,9 @@ class Emulator:
                 )
         if len({account.lower() for account in accounts}) != len(accounts):
             raise ConfigurationError("service account emails must be distinct")
+        if not host:
+            # An empty host would bind every interface and name no usable address.
+            raise ConfigurationError("host must be an address such as 127.0.0.1")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be an integer from 0 to 65535, not {port!r}")
         if not numeric_project_id.isdigit():

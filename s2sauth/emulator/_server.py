@@ -82,10 +82,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(Reply(code, f"{text}\n".encode(), headers))
 
     def _serve(self) -> None:
-        parts = urlsplit(self.path)
+        try:
+            parts = urlsplit(self.path)
+        except ValueError:  # e.g. an absolute-form target with an unbalanced IPv6 bracket
+            self._refuse(400, "the request target is not a valid URL")
+            return
         headers = {name.lower(): value for name, value in reversed(self.headers.items())}
         length = headers.get("content-length", "0")
-        if "transfer-encoding" in headers or not length.isdigit() or int(length) > _MAX_BODY:
+        # isdigit() alone admits digits like '²' that int() refuses.
+        digits = length.isascii() and length.isdigit()
+        if "transfer-encoding" in headers or not digits or int(length) > _MAX_BODY:
             self._refuse(400, "request bodies need a Content-Length of at most 1 MiB")
             return
         body = self.rfile.read(int(length)) if int(length) else b""
@@ -206,8 +212,10 @@ class LoopbackServer(socketserver.TCPServer):
     def _serve_connection(self, request: socket.socket, client_address: tuple[str, int]) -> None:
         try:
             self.finish_request(request, client_address)
-        except OSError:
-            pass  # the client went away mid-reply; nothing to tell anyone
+        except Exception:
+            # The client went away mid-reply, or a request broke the handler: either
+            # way nothing is printed (see handle_error), and the connection just ends.
+            pass
         finally:
             self.shutdown_request(request)
             with self._tracking.lock:
