@@ -55,6 +55,10 @@ __all__ = [
 ]
 
 
+# The DRF request attribute holding the challenge of the token refused on it.
+_CHALLENGE = "_s2sauth_challenge"
+
+
 class CallerUser:
     """``request.user`` for a verified caller: a principal that is not in the database.
 
@@ -165,10 +169,6 @@ class IDTokenAuthentication(BaseAuthentication):
     .. versionadded:: 0.2
     """
 
-    def __init__(self) -> None:
-        # DRF makes a new instance per request: this is the request's refusal, for its challenge.
-        self._challenge: str | None = None
-
     def authenticate(self, request: Request) -> tuple[CallerUser, Caller] | None:
         """The ``(user, auth)`` pair for a verified caller; ``None`` without a bearer token.
 
@@ -190,15 +190,17 @@ class IDTokenAuthentication(BaseAuthentication):
                 caller = gate.authorize(caller, gate.default)
         except S2SAuthError as exc:
             if isinstance(exc, InvalidTokenError):
-                self._challenge = _challenge(gate.deny(exc))
+                # For authenticate_header, which DRF calls on another instance of this class.
+                setattr(request, _CHALLENGE, _challenge(gate.deny(exc)))
             raise _raise(gate, exc) from None
         django_request.caller = caller
         return CallerUser(caller), caller
 
     def authenticate_header(self, request: Request) -> str:
         """The ``WWW-Authenticate`` challenge of a 401, which makes DRF answer 401, not 403."""
-        if self._challenge is not None:
-            return self._challenge
+        challenge: str | None = getattr(request, _CHALLENGE, None)
+        if challenge is not None:
+            return challenge
         return _challenge(_current_gate().deny(MissingTokenError("no bearer token")))
 
 
