@@ -139,6 +139,18 @@ class _Target:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request of a plain httpx client
+def _origin_wide_target(targets: tuple[_Target, ...] | None, url: str) -> bool:
+    # Whether ``url`` (not http on port 80) may get a token on its whole origin.
+    url_origin, parts = origin(url), urlsplit(url)
+    if url_origin is None or url_origin.startswith("http:") and (parts.port or 80) == 80:
+        return False
+    if targets is None:
+        return True
+    path = parts.path or "/"
+    return any(t.allows(url_origin, path) and not t.path for t in targets)
+
+
 def _walks_out(path: str) -> bool:
     """Whether some server could read a segment of ``path`` as ``.`` or ``..``.
 
@@ -169,6 +181,7 @@ class Rules(Generic[K]):
                 f"header must be one of {', '.join(map(repr, HEADER_MODES))}, not {header!r}"
             )
         self.header_names = HEADER_MODES[mode]
+        self._drop_serverless = X_SERVERLESS_AUTHORIZATION not in self.header_names
         self.targets: tuple[_Target, ...] | None = None
         if targets is not None:
             if isinstance(targets, str):
@@ -230,13 +243,7 @@ class Rules(Generic[K]):
         """
         if self.header_names != (AUTHORIZATION,) or not self._origin_wide_key():
             return False
-        url_origin, parts = origin(url), urlsplit(url)
-        if url_origin is None or url_origin.startswith("http:") and (parts.port or 80) == 80:
-            return False
-        if self.targets is None:
-            return True
-        path = parts.path or "/"
-        return any(t.allows(url_origin, path) and not t.path for t in self.targets)
+        return _origin_wide_target(self.targets, url)
 
     def _origin_wide_key(self) -> bool:
         return True
@@ -250,8 +257,8 @@ class Rules(Generic[K]):
         instead. In the ``x-serverless-authorization`` mode ``Authorization`` is the
         callee's own business and is left as it is.
         """
-        if X_SERVERLESS_AUTHORIZATION not in self.header_names:
-            headers.pop(X_SERVERLESS_AUTHORIZATION, None)
+        if self._drop_serverless and X_SERVERLESS_AUTHORIZATION in headers:
+            del headers[X_SERVERLESS_AUTHORIZATION]
         value = f"Bearer {token}"
         for name in self.header_names:
             headers[name] = value
