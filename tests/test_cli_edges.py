@@ -670,6 +670,7 @@ def test_emulator_command_serves_until_ctrl_c() -> None:
         "GCE_METADATA_HOST": host,
         "GCE_METADATA_IP": host,
         "S2SAUTH_CERTS_URL": f"http://{host}/oauth2/v3/certs",
+        "S2SAUTH_IAP_KEYS_URL": f"http://{host}/iap/verify/public_key-jwk",
     }
     assert served.caller == CALLER
     assert f"# PEM certs: http://{host}/oauth2/v1/certs" in served.out

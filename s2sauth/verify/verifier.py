@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from .._errors import (
@@ -140,6 +140,15 @@ class Verifier:
     .. versionadded:: 0.1
     """
 
+    # What subclasses for other token kinds (s2sauth.iap) change.
+    _default_keys_url: str = GOOGLE_CERTS_URL
+    _keys_url_env: str = CERTS_URL_ENV
+    _token_kind: str = "Google ID token"
+    _allow_list_hint: str = "allowed_callers=[...]"
+    #: The request header this verifier's tokens arrive in; ``None``: the bearer
+    #: headers (``Authorization``, ``X-Serverless-Authorization``).
+    token_header: str | None = None
+
     def __init__(
         self,
         audience: str | Iterable[str],
@@ -176,7 +185,7 @@ class Verifier:
         self._own_keyset = keyset is None
         if keyset is None:
             keyset = KeySet(
-                _certs_url(certs_url),
+                _certs_url(certs_url, self._default_keys_url, self._keys_url_env),
                 transport=transport,
                 clock=clock,
                 algorithms=chosen_algorithms,
@@ -206,9 +215,12 @@ class Verifier:
         self._rejected: Counter[str] = Counter()
         if allowed_callers is None and not trust_cloud_run_iam:
             logger.warning(
-                "Verifier for %s has no allow-list: any caller with a valid Google ID token "
-                "for this audience is accepted; pass allowed_callers=[...] to restrict it",
+                "%s for %s has no allow-list: any caller with a valid %s for this audience "
+                "is accepted; pass %s to restrict it",
+                type(self).__name__,
                 " and ".join(sorted(audiences)),
+                self._token_kind,
+                self._allow_list_hint,
             )
 
     def __repr__(self) -> str:
@@ -387,7 +399,7 @@ class Verifier:
             jws.verify_signature(parsed, key)
         claims = parsed.payload
         validate(claims, now, self._rules)
-        caller = caller_from_claims(claims)
+        caller = self._caller_from_claims(claims)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of a microsecond).
         not_before = max(claims["iat"], claims.get("nbf", 0))
         kid = None if key is None else parsed.kid
@@ -403,6 +415,10 @@ class Verifier:
         finally:
             self._lock.release()
         return caller
+
+    def _caller_from_claims(self, claims: dict[str, Any]) -> Caller:
+        # The one step a verifier of another token kind (s2sauth.iap) does its own way.
+        return caller_from_claims(claims)
 
     def record_rejection(self, exc: S2SAuthError) -> None:
         """Count and log a refusal, as the verifier does for each one it decides.
@@ -433,14 +449,16 @@ def _strings(name: str, values: str | Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
-def _certs_url(certs_url: str | None) -> str:
-    url = certs_url or os.environ.get(CERTS_URL_ENV) or GOOGLE_CERTS_URL
+def _certs_url(
+    certs_url: str | None, default: str = GOOGLE_CERTS_URL, env: str = CERTS_URL_ENV
+) -> str:
+    url = certs_url or os.environ.get(env) or default
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"certs_url must be an http(s) URL, not {url!r}")
-    if url != GOOGLE_CERTS_URL and url not in _announced_urls:
+    if url != default and url not in _announced_urls:
         _announced_urls.add(url)
-        source = f" (from ${CERTS_URL_ENV})" if certs_url is None else ""
+        source = f" (from ${env})" if certs_url is None else ""
         logger.info("verifying tokens with keys from %s%s, not Google's", url, source)
         if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
             logger.warning(
