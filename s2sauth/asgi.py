@@ -121,7 +121,13 @@ class IDTokenMiddleware:
                 assertion.append(value.decode("latin-1"))
         try:
             caller = await self.gate.aauthenticate(
-                authorization, serverless, policy=policy, assertion=assertion, path=path
+                authorization,
+                serverless,
+                policy=policy,
+                assertion=assertion,
+                path=path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                url_path=scope["path"],  # the full path: servers put root_path in front
             )
         except S2SAuthError as exc:
             return await self._reject(scope, receive, send, exc)

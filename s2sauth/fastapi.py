@@ -96,6 +96,8 @@ class IDTokenBearer(SecurityBase):
                 policy=self.gate.default,
                 assertion=connection.headers.getlist(IAP_HEADER),
                 path=connection.url.path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                url_path=scope["path"],
             )
         except S2SAuthError as exc:
             denial = self.gate.deny(exc)

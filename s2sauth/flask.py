@@ -81,6 +81,8 @@ def require_id_token(
                         policy=gate.default,
                         assertion=request.headers.getlist(IAP_HEADER),
                         path=request.path,
+                        query=request.query_string.decode("latin-1"),
+                        url_path=request.script_root + request.path,
                     )
             except S2SAuthError as exc:
                 denial = gate.deny(exc)

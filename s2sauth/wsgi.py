@@ -22,8 +22,8 @@ CALLER_KEY = "s2sauth.caller"
 VERIFIER_KEY = "s2sauth.verifier"
 
 
-def _path(environ: WSGIEnvironment) -> str:
-    path: str = environ.get("PATH_INFO", "")
+def _path(environ: WSGIEnvironment, key: str = "PATH_INFO") -> str:
+    path: str = environ.get(key, "")
     try:
         # PEP 3333 strings are latin-1 decoded bytes; paths are usually UTF-8 (werkzeug agrees).
         return path.encode("latin-1").decode("utf-8", "replace")
@@ -100,6 +100,8 @@ class IDTokenMiddleware:
                 policy=policy,
                 assertion=() if assertion is None else (assertion,),
                 path=path,
+                query=environ.get("QUERY_STRING", ""),
+                url_path=_path(environ, "SCRIPT_NAME") + path,
             )
             environ[CALLER_KEY] = caller
             environ[VERIFIER_KEY] = self.gate.verifier_of(caller)

@@ -538,7 +538,7 @@ def test_a_missing_command_module_is_left_out(
     """A subcommand whose module is not installed is dropped; the other commands remain."""
     monkeypatch.setitem(sys.modules, "s2sauth.cli.demo", None)
     listed = re.findall(r"^    (\w+)  ", build_parser().format_help(), re.MULTILINE)
-    assert listed == ["emulator", "token", "call", "verify", "doctor"]
+    assert listed == ["emulator", "token", "call", "verify", "doctor", "push"]
     with pytest.raises(SystemExit) as caught:
         main(["demo"])
     assert caught.value.code == 2

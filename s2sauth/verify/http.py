@@ -374,6 +374,8 @@ class Gate:
         policy: CallerPolicy | None,
         assertion: Sequence[str] = (),
         path: str | None = None,
+        query: str = "",
+        url_path: str | None = None,
     ) -> Caller:
         """Find the token, verify it and apply ``policy``; blocking.
 
@@ -385,17 +387,24 @@ class Gate:
                 when the gate takes people).
             path: the path :meth:`route` was given, which decides the kind of
                 caller (``accept``); ``None`` is judged as ``/``.
+            query: the request's raw query string (without ``?``), for push audiences.
+            url_path: the request's path from the root of its URL (with any mount
+                prefix), percent-decoded, for push audiences; ``path`` when ``None``.
 
         Raises:
             InvalidTokenError: 401 (any unexpected failure is reported as this too).
             CallerNotAllowedError: 403.
             KeyFetchError: 503.
 
-        .. versionchanged:: 0.2 ``assertion`` and ``path``.
+        .. versionchanged:: 0.2 ``assertion``, ``path``, ``query`` and ``url_path``.
         """
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
             caller = verifier.authenticate(token)
+            if getattr(verifier, "request_audiences", None):
+                caller = verifier.check_request(
+                    caller, path=path if url_path is None else url_path, query=query
+                )
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
@@ -410,11 +419,17 @@ class Gate:
         policy: CallerPolicy | None,
         assertion: Sequence[str] = (),
         path: str | None = None,
+        query: str = "",
+        url_path: str | None = None,
     ) -> Caller:
         """:meth:`authenticate` without blocking the event loop."""
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
             caller = await verifier.aauthenticate(token)
+            if getattr(verifier, "request_audiences", None):
+                caller = verifier.check_request(
+                    caller, path=path if url_path is None else url_path, query=query
+                )
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
