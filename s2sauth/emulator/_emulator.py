@@ -155,6 +155,8 @@ class Emulator:
         key_size: bits of each generated RSA key.
         signing_key: an existing RSA key to start with instead of generating one
             (tests share one to save the generation time); rotations still generate.
+        region: the region ``instance/region`` and ``instance/zone`` name, as
+            Cloud Run's metadata server does (``projects/NUMBER/regions/REGION``).
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -188,6 +190,7 @@ class Emulator:
         cache_max_age: int = 3600,
         key_size: int = 2048,
         signing_key: rsa.RSAPrivateKey | None = None,
+        region: str = "us-central1",
     ) -> None:
         accounts = (
             (service_accounts,) if isinstance(service_accounts, str) else tuple(service_accounts)
@@ -215,6 +218,9 @@ class Emulator:
         self.service_accounts: tuple[str, ...] = accounts
         self.project_id = project_id
         self.numeric_project_id = numeric_project_id
+        self.region = region
+        #: The answer to ``instance/id``: Cloud Run's are long hex strings.
+        self.instance_id = "00" + secrets.token_hex(63)
         #: ``max-age`` seconds the certs endpoints send in ``Cache-Control``.
         self.cache_max_age = cache_max_age
         #: When above 0, the certs endpoints send ``Age: certs_age`` (as a CDN would).
@@ -671,7 +677,13 @@ class Emulator:
             case ["instance"]:
                 if recursive:
                     return _json({"serviceAccounts": self._accounts_info()})
-                return _text(200, "service-accounts/\n")
+                return _text(200, "id\nregion\nservice-accounts/\nzone\n")
+            case ["instance", "region"]:
+                return _text(200, f"projects/{self.numeric_project_id}/regions/{self.region}")
+            case ["instance", "zone"]:
+                return _text(200, f"projects/{self.numeric_project_id}/zones/{self.region}-1")
+            case ["instance", "id"]:
+                return _text(200, self.instance_id)
             case ["instance", "service-accounts"]:
                 if recursive:
                     return _json(self._accounts_info())
