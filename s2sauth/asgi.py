@@ -6,11 +6,11 @@ imports no framework.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import S2SAuthError
-from .verify.http import DEFAULT_REALM, EXEMPT, Gate
+from .verify.http import DEFAULT_REALM, EXEMPT, Gate, Kind
 from .verify.policy import Rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,9 +73,15 @@ class IDTokenMiddleware:
         realm: the realm named in ``WWW-Authenticate``.
         on_error: ``(scope, error) -> ASGI app`` answering a rejection instead of
             the standard response.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to let in people signed in by
+            Identity-Aware Proxy too (see :class:`~s2sauth.verify.http.Gate`).
+        accept: which kind of caller each path takes: ``"service"``, ``"person"``
+            or ``"either"``, for every path or as ``{path prefix: kind}``.
 
     Raises:
-        ConfigurationError: invalid rules, exempt paths or realm.
+        ConfigurationError: invalid rules, exempt paths, realm or kinds.
+
+    .. versionchanged:: 0.2 ``iap`` and ``accept``.
     """
 
     def __init__(
@@ -87,34 +93,49 @@ class IDTokenMiddleware:
         rules: Sequence[Rule] = (),
         realm: str = DEFAULT_REALM,
         on_error: Callable[[Scope, S2SAuthError], ASGIApp] | None = None,
+        iap: Verifier | None = None,
+        accept: Kind | Mapping[str, Kind] | None = None,
     ) -> None:
         self.app = app
-        self.gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm)
+        self.gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm, iap=iap, accept=accept)
         self.on_error = on_error
+        self._assertion_header = b"x-goog-iap-jwt-assertion" if self.gate.iap else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then call the app (or answer the rejection)."""
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        policy = self.gate.route(scope.get("method", "GET"), _route_path(scope))
+        path = _route_path(scope)
+        policy = self.gate.route(scope.get("method", "GET"), path)
         if policy is EXEMPT:
             return await self.app(scope, receive, send)
         authorization: list[str] = []
         serverless: list[str] = []
+        assertion: list[str] = []
         for name, value in scope["headers"]:  # ASGI header names are lower-case
             if name == b"authorization":
                 authorization.append(value.decode("latin-1"))
             elif name == b"x-serverless-authorization":
                 serverless.append(value.decode("latin-1"))
+            elif name == self._assertion_header:
+                assertion.append(value.decode("latin-1"))
         try:
-            caller = await self.gate.aauthenticate(authorization, serverless, policy=policy)
+            caller = await self.gate.aauthenticate(
+                authorization,
+                serverless,
+                policy=policy,
+                assertion=assertion,
+                path=path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                url_path=scope["path"],  # the full path: servers put root_path in front
+            )
         except S2SAuthError as exc:
             return await self._reject(scope, receive, send, exc)
         if scope.get("state") is None:
             scope["state"] = {}
         scope["state"]["caller"] = caller
         scope["s2sauth.caller"] = caller
-        scope[VERIFIER_KEY] = self.gate.verifier
+        scope[VERIFIER_KEY] = self.gate.verifier_of(caller)
         await self.app(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, exc: S2SAuthError) -> None:

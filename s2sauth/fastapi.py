@@ -16,7 +16,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the e
 from ._errors import S2SAuthError
 from .asgi import VERIFIER_KEY
 from .verify.caller import Caller
-from .verify.http import DEFAULT_REALM, SERVERLESS_HEADER, Gate
+from .verify.http import DEFAULT_REALM, IAP_HEADER, SERVERLESS_HEADER, Gate, Kind
 from .verify.policy import CallerPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,9 +53,14 @@ class IDTokenBearer(SecurityBase):
         allowed_callers: this route's allow-list; ``None`` keeps the verifier's.
         realm: the realm named in ``WWW-Authenticate``.
         scheme_name: the security scheme's name in the OpenAPI schema.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to let in people signed in by
+            Identity-Aware Proxy too (or pass it as ``verifier``: people only).
+        accept: ``"service"``, ``"person"`` or ``"either"`` (the default with ``iap``).
 
     Raises:
-        ConfigurationError: an invalid allow-list or realm.
+        ConfigurationError: an invalid allow-list, realm or kind.
+
+    .. versionchanged:: 0.2 ``iap`` and ``accept``.
     """
 
     def __init__(
@@ -65,8 +70,12 @@ class IDTokenBearer(SecurityBase):
         allowed_callers: Iterable[str] | CallerPolicy | None = None,
         realm: str = DEFAULT_REALM,
         scheme_name: str = "GoogleIDToken",
+        iap: Verifier | None = None,
+        accept: Kind | None = None,
     ) -> None:
-        self.gate = Gate(verifier, allowed_callers=allowed_callers, realm=realm)
+        self.gate = Gate(
+            verifier, allowed_callers=allowed_callers, realm=realm, iap=iap, accept=accept
+        )
         self.model = HTTPBearerModel(bearerFormat="JWT", description=_DESCRIPTION)
         self.scheme_name = scheme_name
 
@@ -76,12 +85,19 @@ class IDTokenBearer(SecurityBase):
         verified = scope.get("s2sauth.caller")
         try:
             # Reused only from the same verifier: another may accept other audiences.
-            if isinstance(verified, Caller) and scope.get(VERIFIER_KEY) is self.gate.verifier:
-                return self.gate.authorize(verified, self.gate.default)
+            if isinstance(verified, Caller) and scope.get(VERIFIER_KEY) in (
+                self.gate.verifier,
+                self.gate.iap,
+            ):
+                return self.gate.authorize(verified, self.gate.default, path=connection.url.path)
             return await self.gate.aauthenticate(
                 connection.headers.getlist("Authorization"),
                 connection.headers.getlist(SERVERLESS_HEADER),
                 policy=self.gate.default,
+                assertion=connection.headers.getlist(IAP_HEADER),
+                path=connection.url.path,
+                query=scope.get("query_string", b"").decode("latin-1"),
+                url_path=scope["path"],
             )
         except S2SAuthError as exc:
             denial = self.gate.deny(exc)

@@ -13,7 +13,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the e
 
 from ._errors import S2SAuthError
 from .verify.caller import Caller
-from .verify.http import DEFAULT_REALM, SERVERLESS_HEADER, Gate
+from .verify.http import DEFAULT_REALM, IAP_HEADER, SERVERLESS_HEADER, Gate, Kind
 from .verify.policy import CallerPolicy
 from .wsgi import CALLER_KEY, VERIFIER_KEY
 
@@ -31,6 +31,8 @@ def require_id_token(
     verifier: Verifier,
     allowed_callers: Iterable[str] | CallerPolicy | None = None,
     realm: str = DEFAULT_REALM,
+    iap: Verifier | None = None,
+    accept: Kind | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a Flask view so it runs only for a verified, allowed caller.
 
@@ -50,11 +52,16 @@ def require_id_token(
         allowed_callers: this view's allow-list (emails, numeric IDs, or an
             opted-in project wildcard); ``None`` keeps the verifier's.
         realm: the realm named in ``WWW-Authenticate``.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to let in people signed in by
+            Identity-Aware Proxy too (or pass it as ``verifier``: people only).
+        accept: ``"service"``, ``"person"`` or ``"either"`` (the default with ``iap``).
 
     Raises:
-        ConfigurationError: an invalid allow-list or realm (at decoration time).
+        ConfigurationError: an invalid allow-list, realm or kind (at decoration time).
+
+    .. versionchanged:: 0.2 ``iap`` and ``accept``.
     """
-    gate = Gate(verifier, allowed_callers=allowed_callers, realm=realm)
+    gate = Gate(verifier, allowed_callers=allowed_callers, realm=realm, iap=iap, accept=accept)
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
@@ -62,13 +69,20 @@ def require_id_token(
             verified = request.environ.get(CALLER_KEY)
             try:
                 # Reused only from the same verifier: another may accept other audiences.
-                if isinstance(verified, Caller) and request.environ.get(VERIFIER_KEY) is verifier:
-                    g.caller = gate.authorize(verified, gate.default)
+                if isinstance(verified, Caller) and request.environ.get(VERIFIER_KEY) in (
+                    verifier,
+                    iap,
+                ):
+                    g.caller = gate.authorize(verified, gate.default, path=request.path)
                 else:
                     g.caller = gate.authenticate(
                         request.headers.getlist("Authorization"),
                         request.headers.getlist(SERVERLESS_HEADER),
                         policy=gate.default,
+                        assertion=request.headers.getlist(IAP_HEADER),
+                        path=request.path,
+                        query=request.query_string.decode("latin-1"),
+                        url_path=request.script_root + request.path,
                     )
             except S2SAuthError as exc:
                 denial = gate.deny(exc)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ._errors import S2SAuthError
-from .verify.http import DEFAULT_REALM, EXEMPT, Gate
+from .verify.http import DEFAULT_REALM, EXEMPT, Gate, Kind
 from .verify.policy import Rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,8 +22,8 @@ CALLER_KEY = "s2sauth.caller"
 VERIFIER_KEY = "s2sauth.verifier"
 
 
-def _path(environ: WSGIEnvironment) -> str:
-    path: str = environ.get("PATH_INFO", "")
+def _path(environ: WSGIEnvironment, key: str = "PATH_INFO") -> str:
+    path: str = environ.get(key, "")
     try:
         # PEP 3333 strings are latin-1 decoded bytes; paths are usually UTF-8 (werkzeug agrees).
         return path.encode("latin-1").decode("utf-8", "replace")
@@ -57,9 +57,15 @@ class IDTokenMiddleware:
         realm: the realm named in ``WWW-Authenticate``.
         on_error: ``(environ, error) -> WSGI app`` answering a rejection instead
             of the standard response.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to let in people signed in by
+            Identity-Aware Proxy too (see :class:`~s2sauth.verify.http.Gate`).
+        accept: which kind of caller each path takes: ``"service"``, ``"person"``
+            or ``"either"``, for every path or as ``{path prefix: kind}``.
 
     Raises:
-        ConfigurationError: invalid rules, exempt paths or realm.
+        ConfigurationError: invalid rules, exempt paths, realm or kinds.
+
+    .. versionchanged:: 0.2 ``iap`` and ``accept``.
     """
 
     def __init__(
@@ -71,25 +77,34 @@ class IDTokenMiddleware:
         rules: Sequence[Rule] = (),
         realm: str = DEFAULT_REALM,
         on_error: Callable[[WSGIEnvironment, S2SAuthError], WSGIApplication] | None = None,
+        iap: Verifier | None = None,
+        accept: Kind | Mapping[str, Kind] | None = None,
     ) -> None:
         self.app = app
-        self.gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm)
+        self.gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm, iap=iap, accept=accept)
         self.on_error = on_error
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Check the request, then call the app (or answer the rejection)."""
-        policy = self.gate.route(environ.get("REQUEST_METHOD", "GET"), _path(environ))
+        path = _path(environ)
+        policy = self.gate.route(environ.get("REQUEST_METHOD", "GET"), path)
         if policy is EXEMPT:
             return self.app(environ, start_response)
         authorization = environ.get("HTTP_AUTHORIZATION")
         serverless = environ.get("HTTP_X_SERVERLESS_AUTHORIZATION")
+        assertion = environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION")
         try:
-            environ[CALLER_KEY] = self.gate.authenticate(
+            caller = self.gate.authenticate(
                 () if authorization is None else (authorization,),
                 () if serverless is None else (serverless,),
                 policy=policy,
+                assertion=() if assertion is None else (assertion,),
+                path=path,
+                query=environ.get("QUERY_STRING", ""),
+                url_path=_path(environ, "SCRIPT_NAME") + path,
             )
-            environ[VERIFIER_KEY] = self.gate.verifier
+            environ[CALLER_KEY] = caller
+            environ[VERIFIER_KEY] = self.gate.verifier_of(caller)
         except S2SAuthError as exc:
             if self.on_error is not None:
                 return self.on_error(environ, exc)(environ, start_response)

@@ -24,6 +24,7 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GCE_METADATA_HOST", DEAD_LOOPBACK)
     monkeypatch.setenv("GCE_METADATA_IP", DEAD_LOOPBACK)
     monkeypatch.setenv("S2SAUTH_CERTS_URL", f"http://{DEAD_LOOPBACK}/oauth2/v3/certs")
+    monkeypatch.setenv("S2SAUTH_IAP_KEYS_URL", f"http://{DEAD_LOOPBACK}/iap/verify/public_key-jwk")
     monkeypatch.delenv("GCE_METADATA_ROOT", raising=False)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
 

@@ -538,7 +538,7 @@ def test_a_missing_command_module_is_left_out(
     """A subcommand whose module is not installed is dropped; the other commands remain."""
     monkeypatch.setitem(sys.modules, "s2sauth.cli.demo", None)
     listed = re.findall(r"^    (\w+)  ", build_parser().format_help(), re.MULTILINE)
-    assert listed == ["emulator", "token", "call", "verify", "doctor"]
+    assert listed == ["emulator", "token", "call", "verify", "doctor", "push"]
     with pytest.raises(SystemExit) as caught:
         main(["demo"])
     assert caught.value.code == 2
@@ -670,6 +670,7 @@ def test_emulator_command_serves_until_ctrl_c() -> None:
         "GCE_METADATA_HOST": host,
         "GCE_METADATA_IP": host,
         "S2SAUTH_CERTS_URL": f"http://{host}/oauth2/v3/certs",
+        "S2SAUTH_IAP_KEYS_URL": f"http://{host}/iap/verify/public_key-jwk",
     }
     assert served.caller == CALLER
     assert f"# PEM certs: http://{host}/oauth2/v1/certs" in served.out

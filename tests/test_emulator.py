@@ -790,11 +790,12 @@ def test_counters_name_each_endpoint(emulator: Emulator) -> None:
 
 
 def test_environ_points_at_the_emulator(emulator: Emulator) -> None:
-    """``environ()`` gives the metadata host (twice) and the JWKS URL."""
+    """``environ()`` gives the metadata host (twice), the JWKS URL and IAP's keys URL."""
     assert emulator.environ() == {
         "GCE_METADATA_HOST": emulator.host,
         "GCE_METADATA_IP": emulator.host,
         "S2SAUTH_CERTS_URL": f"{emulator.url}/oauth2/v3/certs",
+        "S2SAUTH_IAP_KEYS_URL": f"{emulator.url}/iap/verify/public_key-jwk",
     }
     assert emulator.url == f"http://{emulator.host}"
     assert emulator.pem_certs_url == f"{emulator.url}/oauth2/v1/certs"
@@ -879,7 +880,7 @@ def test_cli_prints_environment_and_stops_on_signal(signum: int) -> None:
     ) as proc:
         try:
             assert proc.stdout is not None
-            lines = [proc.stdout.readline().rstrip("\n") for _ in range(5)]
+            lines = [proc.stdout.readline().rstrip("\n") for _ in range(6)]
             exports = dict(
                 line.removeprefix("export ").split("=", 1)
                 for line in lines
@@ -888,8 +889,9 @@ def test_cli_prints_environment_and_stops_on_signal(signum: int) -> None:
             host = exports["GCE_METADATA_HOST"]
             assert exports["GCE_METADATA_IP"] == host
             assert exports["S2SAUTH_CERTS_URL"] == f"http://{host}/oauth2/v3/certs"
-            assert lines[3] == f"# PEM certs: http://{host}/oauth2/v1/certs"
-            assert lines[4] == f"# accounts: {CALLER}, {STRANGER}"
+            assert exports["S2SAUTH_IAP_KEYS_URL"] == f"http://{host}/iap/verify/public_key-jwk"
+            assert lines[4] == f"# PEM certs: http://{host}/oauth2/v1/certs"
+            assert lines[5] == f"# accounts: {CALLER}, {STRANGER}"
             conn = http.client.HTTPConnection(host, timeout=10)
             try:
                 conn.request("GET", "/")

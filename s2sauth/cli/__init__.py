@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "emulator", "token", "call", "verify", "doctor")
+COMMANDS = ("demo", "emulator", "token", "call", "verify", "doctor", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,10 @@ from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import unquote
 
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .._errors import ConfigurationError
-from ._keys import SigningKey, sign_compact
+from ._keys import ECSigningKey, SigningKey, sign_compact
 from ._server import LoopbackServer, Reply, Request
 
 __all__ = ["Emulator", "FaultBody", "FaultTarget"]
@@ -32,6 +32,9 @@ _ISSUER = "https://accounts.google.com"
 _METADATA_ROOT = "/computeMetadata/v1"
 _JWKS_PATH = "/oauth2/v3/certs"
 _PEM_CERTS_PATH = "/oauth2/v1/certs"
+# Like https://www.gstatic.com/iap/verify/public_key-jwk, where IAP publishes its keys.
+_IAP_JWKS_PATH = "/iap/verify/public_key-jwk"
+_IAP_ISSUER = "https://cloud.google.com/iap"
 _FLAVOR = ("Metadata-Flavor", "Google")
 _TEXT = "application/text"  # what the real metadata server labels plain values with
 _DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -101,6 +104,8 @@ def _endpoint(path: str, query: Mapping[str, list[str]]) -> str:
         return "jwks"
     if path == _PEM_CERTS_PATH:
         return "pem_certs"
+    if path == _IAP_JWKS_PATH:
+        return "iap_jwks"
     if path == "/":
         return "ping"
     parts = _metadata_parts(path)
@@ -126,7 +131,9 @@ class Emulator:
     ``audience``/``format``, ``email``, ``token``, ``recursive``, project ids),
     mints RS256 ID tokens shaped like Google's, publishes its keys as a JWKS
     (like ``/oauth2/v3/certs``) and as PEM certificates (like
-    ``/oauth2/v1/certs``), and can rotate keys, shift its clock and inject faults.
+    ``/oauth2/v1/certs``), mints ES256 assertions shaped like Identity-Aware
+    Proxy's with their key set at ``/iap/verify/public_key-jwk``, and can rotate
+    keys, shift its clock and inject faults.
 
     Keys are generated at construction; nothing listens until :meth:`start` (or
     ``with``). Unmodified google-auth works against it too, with one caveat:
@@ -148,6 +155,8 @@ class Emulator:
         key_size: bits of each generated RSA key.
         signing_key: an existing RSA key to start with instead of generating one
             (tests share one to save the generation time); rotations still generate.
+        region: the region ``instance/region`` and ``instance/zone`` name, as
+            Cloud Run's metadata server does (``projects/NUMBER/regions/REGION``).
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -166,6 +175,7 @@ class Emulator:
         "recursive",
         "jwks",
         "pem_certs",
+        "iap_jwks",
         "other",
     )
 
@@ -180,6 +190,7 @@ class Emulator:
         cache_max_age: int = 3600,
         key_size: int = 2048,
         signing_key: rsa.RSAPrivateKey | None = None,
+        region: str = "us-central1",
     ) -> None:
         accounts = (
             (service_accounts,) if isinstance(service_accounts, str) else tuple(service_accounts)
@@ -207,6 +218,9 @@ class Emulator:
         self.service_accounts: tuple[str, ...] = accounts
         self.project_id = project_id
         self.numeric_project_id = numeric_project_id
+        self.region = region
+        #: The answer to ``instance/id``: Cloud Run's are long hex strings.
+        self.instance_id = "00" + secrets.token_hex(63)
         #: ``max-age`` seconds the certs endpoints send in ``Cache-Control``.
         self.cache_max_age = cache_max_age
         #: When above 0, the certs endpoints send ``Age: certs_age`` (as a CDN would).
@@ -222,6 +236,7 @@ class Emulator:
             SigningKey(signing_key) if signing_key is not None else SigningKey.generate(key_size)
         )
         self._published: list[SigningKey] = [self._current]
+        self._iap_key = ECSigningKey.generate()
         self._counters: Counter[str] = Counter()
         self._faults: dict[str, _Faults] = {"metadata": _Faults(), "certs": _Faults()}
         self._server: LoopbackServer | None = None
@@ -300,16 +315,23 @@ class Emulator:
         """The ``{kid: PEM certificate}`` endpoint, like Google's ``/oauth2/v1/certs``."""
         return self.url + _PEM_CERTS_PATH
 
+    @property
+    def iap_jwks_url(self) -> str:
+        """IAP's key set, like ``https://www.gstatic.com/iap/verify/public_key-jwk``."""
+        return self.url + _IAP_JWKS_PATH
+
     def environ(self) -> dict[str, str]:
         """The environment that points google-auth and s2sauth at this emulator.
 
         ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP`` (google-auth pings the
-        latter) and ``S2SAUTH_CERTS_URL`` (the JWKS URL).
+        latter), ``S2SAUTH_CERTS_URL`` (the JWKS URL) and ``S2SAUTH_IAP_KEYS_URL``
+        (IAP's key set).
         """
         return {
             "GCE_METADATA_HOST": self.host,
             "GCE_METADATA_IP": self.host,
             "S2SAUTH_CERTS_URL": self.jwks_url,
+            "S2SAUTH_IAP_KEYS_URL": self.iap_jwks_url,
         }
 
     # -- identities and tokens --------------------------------------------------------------
@@ -385,6 +407,66 @@ class Emulator:
         _apply(payload, claims)
         _apply(jose, header)
         return sign_compact(jose, payload, key if key is not None else signing.private_key)
+
+    @property
+    def iap_kid(self) -> str:
+        """The ``kid`` of the P-256 key that signs IAP assertions."""
+        return self._iap_key.kid
+
+    @property
+    def iap_private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The P-256 key that signs IAP assertions (for tests that forge them on purpose)."""
+        return self._iap_key.private_key
+
+    def iap_jwks(self) -> dict[str, Any]:
+        """The key set the IAP keys endpoint serves."""
+        return {"keys": [dict(self._iap_key.jwk)]}
+
+    def mint_iap(
+        self,
+        audience: str = "/projects/123456789012/global/backendServices/1234567890",
+        *,
+        email: str = "user@example.com",
+        hd: str | None = None,
+        claims: Mapping[str, Any] | None = None,
+        header: Mapping[str, Any] | None = None,
+        lifetime: int = 600,
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+    ) -> str:
+        """An assertion shaped like the ``x-goog-iap-jwt-assertion`` Identity-Aware Proxy adds.
+
+        Header ``{"alg": "ES256", "kid": iap_kid, "typ": "JWT"}``; claims ``aud``,
+        ``email``, ``sub`` (``accounts.google.com:`` and the email's :meth:`subject`),
+        ``iss`` ``https://cloud.google.com/iap``, ``iat`` now (plus
+        :attr:`clock_offset`), ``exp = iat + lifetime`` (IAP's are ten minutes) and,
+        for a Google Workspace account, ``hd``. Signed ES256 with the IAP key, the
+        signature written as JWS wants it (``r || s``, 64 bytes).
+
+        Args:
+            audience: the ``aud`` claim: ``/projects/NUMBER/global/backendServices/ID``
+                or ``/projects/NUMBER/apps/PROJECT_ID``.
+            email: the person's email.
+            hd: the person's Workspace domain, or ``None`` for a consumer account.
+            claims: claims to add or replace; :attr:`DELETE` removes one.
+            header: header members to add or replace, :attr:`DELETE` likewise.
+            lifetime: seconds from ``iat`` to ``exp``.
+            key: sign with this key instead (any P-256 or RSA key, for forgeries).
+        """
+        now = int(time.time() + self.clock_offset)
+        payload: dict[str, Any] = {
+            "aud": audience,
+            "email": email,
+            "exp": now + lifetime,
+            "iat": now,
+            "iss": _IAP_ISSUER,
+            "sub": "accounts.google.com:" + self.subject(email),
+        }
+        if hd is not None:
+            payload["hd"] = hd
+        jose: dict[str, Any] = {"alg": "ES256", "kid": self._iap_key.kid, "typ": "JWT"}
+        _apply(payload, claims)
+        _apply(jose, header)
+        return sign_compact(jose, payload, key if key is not None else self._iap_key.private_key)
 
     def sign_raw(
         self, header: bytes | str, payload: bytes | str, *, key: rsa.RSAPrivateKey | None = None
@@ -521,7 +603,7 @@ class Emulator:
 
     def _handle(self, request: Request) -> Reply:
         endpoint = _endpoint(request.path, request.query)
-        target = "certs" if endpoint in ("jwks", "pem_certs") else "metadata"
+        target = "certs" if endpoint in ("jwks", "pem_certs", "iap_jwks") else "metadata"
         decision = self._decide(target, endpoint)
         if decision.drop:
             return Reply(0, delay=decision.delay, drop=True)
@@ -546,7 +628,13 @@ class Emulator:
     def _certs(self, request: Request, endpoint: str) -> Reply:
         if request.method != "GET":
             return Reply(405, b"method not allowed\n", (("Allow", "GET"),))
-        document = self.jwks() if endpoint == "jwks" else self.pem_certs()
+        document: Mapping[str, Any]
+        if endpoint == "jwks":
+            document = self.jwks()
+        elif endpoint == "iap_jwks":
+            document = self.iap_jwks()
+        else:
+            document = self.pem_certs()
         max_age = self.cache_max_age
         headers = [
             ("Content-Type", "application/json; charset=UTF-8"),
@@ -589,7 +677,13 @@ class Emulator:
             case ["instance"]:
                 if recursive:
                     return _json({"serviceAccounts": self._accounts_info()})
-                return _text(200, "service-accounts/\n")
+                return _text(200, "id\nregion\nservice-accounts/\nzone\n")
+            case ["instance", "region"]:
+                return _text(200, f"projects/{self.numeric_project_id}/regions/{self.region}")
+            case ["instance", "zone"]:
+                return _text(200, f"projects/{self.numeric_project_id}/zones/{self.region}-1")
+            case ["instance", "id"]:
+                return _text(200, self.instance_id)
             case ["instance", "service-accounts"]:
                 if recursive:
                     return _json(self._accounts_info())

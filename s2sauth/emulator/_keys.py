@@ -12,7 +12,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from .._errors import ConfigurationError
@@ -75,6 +76,40 @@ class SigningKey:
         return cls(generate_private_key(key_size))
 
 
+@dataclass(frozen=True)
+class ECSigningKey:
+    """One P-256 key pair with its ``kid`` and JWK, shaped like IAP's published keys."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    kid: str = field(init=False)
+    jwk: Mapping[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        public_key = self.private_key.public_key()
+        der = public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        # IAP's kids are short base64url strings; a digest of the key gives that shape.
+        kid = b64url(hashlib.sha256(der).digest()[:6])
+        numbers = public_key.public_numbers()
+        jwk = {
+            "kty": "EC",
+            "alg": "ES256",
+            "use": "sig",
+            "kid": kid,
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
+        object.__setattr__(self, "kid", kid)
+        object.__setattr__(self, "jwk", jwk)
+
+    @classmethod
+    def generate(cls) -> ECSigningKey:
+        """A new P-256 key."""
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+
 def _self_signed_pem(key: rsa.RSAPrivateKey) -> str:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CERT_COMMON_NAME)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -103,13 +138,22 @@ def _json_segment(value: Mapping[str, Any] | bytes | str) -> str:
 def sign_compact(
     header: Mapping[str, Any] | bytes | str,
     payload: Mapping[str, Any] | bytes | str,
-    key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
 ) -> str:
-    """``header.payload.signature`` signed RS256 with ``key``.
+    """``header.payload.signature`` signed RS256 with ``key`` (ES256 for a P-256 key).
+
+    An ES256 signature is written as JWS wants it (RFC 7518 §3.4): ``r`` and ``s``
+    as two 32-byte big-endian integers, not DER.
 
     Mappings are serialised as compact JSON; bytes and strings are taken as the
     exact JSON text to encode, so tests can sign deliberately odd documents.
     """
     signing_input = f"{_json_segment(header)}.{_json_segment(payload)}"
-    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    data = signing_input.encode("ascii")
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        size = (key.curve.key_size + 7) // 8  # 32 for P-256; other curves only for forgeries
+        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    else:
+        signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"

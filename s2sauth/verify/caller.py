@@ -33,6 +33,12 @@ class Caller:
     expires_at: datetime
     claims: Mapping[str, Any]
 
+    @property
+    def kind(self) -> str:
+        """``"person"`` for someone Identity-Aware Proxy signed in (an IAP assertion),
+        ``"service"`` for the holder of a Google ID token (a service account)."""
+        return "person" if self.claims.get("iss") == _IAP_ISSUER else "service"
+
     def __repr__(self) -> str:
         # Keep reprs short and free of anything token-like.
         return f"Caller(email={self.email!r}, subject={self.subject!r}, audience={self.audience!r})"
@@ -52,6 +58,7 @@ class Caller:
 
 
 _TIME_CLAIMS: Final = {"issued_at": "iat", "expires_at": "exp"}
+_IAP_ISSUER: Final = "https://cloud.google.com/iap"
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 

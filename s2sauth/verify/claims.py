@@ -78,12 +78,15 @@ class ClaimRules:
         audiences: accepted ``aud`` values, compared exactly.
         leeway: seconds of clock skew tolerated on ``exp``, ``iat`` and ``nbf``.
         max_lifetime: longest accepted ``exp - iat``, in seconds.
+        audience_bases: base URLs under which any ``aud`` is accepted here (push
+            audiences); the exact URL is then matched to the request by the verifier.
     """
 
     issuers: frozenset[str]
     audiences: frozenset[str]
     leeway: float = 30.0
     max_lifetime: int = MAX_LIFETIME
+    audience_bases: tuple[str, ...] = ()
 
 
 #: A claim validator: claims, the current time (seconds since the epoch), the rules.
@@ -106,7 +109,10 @@ def check_audience(claims: Mapping[str, Any], now: float, rules: ClaimRules) -> 
     aud = claims.get("aud")
     if type(aud) is not str:
         raise InvalidClaimsError(_wrong_type("aud", aud, "one string"))
-    if aud not in rules.audiences:
+    if aud not in rules.audiences and not any(
+        aud.startswith(base) and (len(aud) == len(base) or aud[len(base)] in "/?")
+        for base in rules.audience_bases
+    ):
         raise AudienceMismatchError(
             f"the token is for audience {_show(aud)}, not {_one_of(rules.audiences)}; the "
             "caller must ask for a token for this service's audience"

@@ -20,8 +20,13 @@ here, once:
   space or comma (two tokens, or repeated headers a server joined), is a
   :class:`MalformedTokenError`. Every other syntax check is the verifier's
   strict parser's, done once per token before any cryptography.
+* **Which kind of caller.** Services present Google ID tokens; people signed in
+  by Identity-Aware Proxy arrive with IAP's ``x-goog-iap-jwt-assertion``. With
+  an :class:`~s2sauth.iap.IAPVerifier` the gate takes either, or one kind per
+  path (``accept``); a token of the wrong kind is a 401 like any bad token.
 * **Which callers.** The route policy: exempt paths, per-route rules, the
-  default allow-list.
+  default allow-list (for people: the IAP verifier's allow-list, or a route's
+  :class:`~s2sauth.iap.PeoplePolicy`).
 * **What to answer.** 401 + ``WWW-Authenticate`` for a bad or missing token,
   403 for a caller not allowed, 503 + ``Retry-After`` when no keys can be had;
   short JSON bodies that never hold the token, and no stack traces. Any
@@ -37,7 +42,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from .._errors import (
     CallerNotAllowedError,
@@ -48,8 +53,9 @@ from .._errors import (
     MissingTokenError,
     S2SAuthError,
 )
+from ..iap import PeoplePolicy
 from .caller import Caller
-from .policy import EXEMPT, CallerPolicy, Resolution, RoutePolicy, Rule
+from .policy import EXEMPT, CallerPolicy, Resolution, RoutePolicy, Rule, _normalise, _under
 
 if TYPE_CHECKING:  # pragma: no cover
     from .verifier import Verifier
@@ -57,11 +63,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_REALM",
     "EXEMPT",
+    "IAP_HEADER",
     "SERVERLESS_HEADER",
     "SIGNATURE_REMOVED",
     "Denial",
     "Gate",
+    "Kind",
     "denial",
+    "find_assertion",
     "find_token",
     "parse_bearer",
 ]
@@ -74,6 +83,14 @@ DEFAULT_REALM = "s2sauth"
 SERVERLESS_HEADER = "X-Serverless-Authorization"
 #: What Cloud Run puts in place of the signature of a token it already checked.
 SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+#: The header Identity-Aware Proxy signs a person's identity into (a raw JWT).
+IAP_HEADER = "x-goog-iap-jwt-assertion"
+
+#: Which callers a path takes: ``"service"`` (a Google ID token), ``"person"`` (an
+#: Identity-Aware Proxy assertion) or ``"either"`` (the IAP assertion when the
+#: request carries one, else an ID token).
+Kind: TypeAlias = Literal["service", "person", "either"]
+_KINDS = ("service", "person", "either")
 
 # What may stand inside a quoted-string of a header: printable ASCII and space.
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
@@ -174,6 +191,32 @@ def find_token(authorization: Sequence[str] = (), serverless: Sequence[str] = ()
     return parse_bearer(authorization[0])
 
 
+def find_assertion(values: Sequence[str] = ()) -> str:
+    """The Identity-Aware Proxy assertion a request carries (``x-goog-iap-jwt-assertion``).
+
+    Use it when writing an adapter for another framework.
+
+    Args:
+        values: every ``x-goog-iap-jwt-assertion`` header value of the request.
+
+    Raises:
+        MissingTokenError: no assertion (the request did not come through IAP).
+        MalformedTokenError: a repeated header, or a value that is not one bare JWT.
+    """
+    if len(values) > 1:
+        raise MalformedTokenError(f"the request has more than one {IAP_HEADER} header")
+    token = values[0].strip() if values else ""
+    if not token:
+        raise MissingTokenError(
+            f"the request carries no {IAP_HEADER} header; is the service behind "
+            "Identity-Aware Proxy, and did the request come through it?"
+        )
+    # IAP sends the bare JWT: a scheme ("Bearer ...") or a list is not its assertion.
+    if not token.isascii() or " " in token or "," in token:
+        raise MalformedTokenError(f"the {IAP_HEADER} header must be one JWT, with no scheme")
+    return token
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -244,11 +287,23 @@ class Gate:
         allowed_callers: the default allow-list; ``None`` keeps ``verifier.policy``.
         exempt: paths served without a token (health checks): exact paths, or
             everything under an entry ending in ``/``.
-        rules: per-route allow-lists, more specific than the default.
+        rules: per-route allow-lists, more specific than the default. A rule
+            holding a :class:`~s2sauth.iap.PeoplePolicy` narrows the people
+            allowed on its paths.
         realm: the realm named in ``WWW-Authenticate``.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to take people signed in by
+            Identity-Aware Proxy beside the services ``verifier`` takes. (To take
+            people only, pass the ``IAPVerifier`` as ``verifier``.)
+        accept: which kind of caller (:data:`Kind`) each path takes: one kind for
+            every path, or ``{path prefix: kind}`` (longest prefix wins, on segment
+            boundaries; paths it does not cover take the default). The default is
+            ``"either"`` with ``iap``, else the kind of ``verifier``.
 
     Raises:
-        ConfigurationError: a realm that cannot stand in a header.
+        ConfigurationError: a realm that cannot stand in a header, an unknown
+            kind, or a kind no verifier here can check.
+
+    .. versionchanged:: 0.2 ``iap`` and ``accept``.
     """
 
     def __init__(
@@ -259,10 +314,20 @@ class Gate:
         exempt: Iterable[str] = (),
         rules: Sequence[Rule] = (),
         realm: str = DEFAULT_REALM,
+        iap: Verifier | None = None,
+        accept: Kind | Mapping[str, Kind] | None = None,
     ) -> None:
         if not realm or not _PRINTABLE.fullmatch(realm):
             raise ConfigurationError("realm must be non-empty printable ASCII")
         self.verifier = verifier
+        people_only = getattr(verifier, "token_header", None) == IAP_HEADER
+        if iap is not None and (people_only or getattr(iap, "token_header", None) != IAP_HEADER):
+            raise ConfigurationError(
+                "pass the ID-token Verifier as verifier and the IAPVerifier as iap"
+            )
+        #: The verifier of Identity-Aware Proxy assertions, if people are taken.
+        self.iap: Verifier | None = verifier if people_only else iap
+        self._kinds = _kinds(accept, people_only=people_only, iap=self.iap is not None)
         self.realm = realm
         default: CallerPolicy | None
         if allowed_callers is None:
@@ -280,12 +345,37 @@ class Gate:
         caller) or :data:`EXEMPT` (no token needed)."""
         return self.routes.resolve(method, path)
 
+    def kind(self, path: str | None) -> Kind:
+        """Which kind of caller a path takes (``accept``); ``None`` stands for ``/``."""
+        if path is None:
+            path = "/"
+        elif "//" in path:
+            path = _normalise(path)
+        for prefix, kind in self._kinds:
+            if _under(path, prefix):
+                return kind
+        raise AssertionError("unreachable: '/' is always in the kinds")  # pragma: no cover
+
+    def verifier_of(self, caller: Caller) -> Verifier:
+        """The verifier that checked ``caller``: :attr:`iap` for a person, else :attr:`verifier`.
+
+        Adapters record it beside the caller, so a decorator further in can reuse
+        the caller only when it would have used the same verifier.
+        """
+        if caller.kind == "person" and self.iap is not None:
+            return self.iap
+        return self.verifier
+
     def authenticate(
         self,
         authorization: Sequence[str],
         serverless: Sequence[str] = (),
         *,
         policy: CallerPolicy | None,
+        assertion: Sequence[str] = (),
+        path: str | None = None,
+        query: str = "",
+        url_path: str | None = None,
     ) -> Caller:
         """Find the token, verify it and apply ``policy``; blocking.
 
@@ -293,20 +383,33 @@ class Gate:
             authorization: every ``Authorization`` header value of the request.
             serverless: every ``X-Serverless-Authorization`` header value.
             policy: from :meth:`route`, or :attr:`default`.
+            assertion: every ``x-goog-iap-jwt-assertion`` header value (only read
+                when the gate takes people).
+            path: the path :meth:`route` was given, which decides the kind of
+                caller (``accept``); ``None`` is judged as ``/``.
+            query: the request's raw query string (without ``?``), for push audiences.
+            url_path: the request's path from the root of its URL (with any mount
+                prefix), percent-decoded, for push audiences; ``path`` when ``None``.
 
         Raises:
             InvalidTokenError: 401 (any unexpected failure is reported as this too).
             CallerNotAllowedError: 403.
             KeyFetchError: 503.
+
+        .. versionchanged:: 0.2 ``assertion``, ``path``, ``query`` and ``url_path``.
         """
-        token = self._find_token(authorization, serverless)
+        verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
-            caller = self.verifier.authenticate(token)
+            caller = verifier.authenticate(token)
+            if getattr(verifier, "request_audiences", None):
+                caller = verifier.check_request(
+                    caller, path=path if url_path is None else url_path, query=query
+                )
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
-            raise self._unexpected(exc) from exc
-        return self.authorize(caller, policy)
+            raise self._unexpected(verifier, exc) from exc
+        return caller if policy is None else verifier.authorize(caller, policy)
 
     async def aauthenticate(
         self,
@@ -314,51 +417,119 @@ class Gate:
         serverless: Sequence[str] = (),
         *,
         policy: CallerPolicy | None,
+        assertion: Sequence[str] = (),
+        path: str | None = None,
+        query: str = "",
+        url_path: str | None = None,
     ) -> Caller:
         """:meth:`authenticate` without blocking the event loop."""
-        token = self._find_token(authorization, serverless)
+        verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
-            caller = await self.verifier.aauthenticate(token)
+            caller = await verifier.aauthenticate(token)
+            if getattr(verifier, "request_audiences", None):
+                caller = verifier.check_request(
+                    caller, path=path if url_path is None else url_path, query=query
+                )
         except (InvalidTokenError, KeyFetchError):
             raise  # the verifier has logged and counted it
         except Exception as exc:
-            raise self._unexpected(exc) from exc
-        return self.authorize(caller, policy)
+            raise self._unexpected(verifier, exc) from exc
+        return caller if policy is None else verifier.authorize(caller, policy)
 
-    def _find_token(self, authorization: Sequence[str], serverless: Sequence[str]) -> str:
+    def _choose(
+        self,
+        authorization: Sequence[str],
+        serverless: Sequence[str],
+        assertion: Sequence[str],
+        path: str | None,
+        policy: CallerPolicy | None,
+    ) -> tuple[Verifier, str, CallerPolicy | None]:
+        """The verifier, token and policy for a request, by the kind its path takes."""
+        kind = self.kind(path) if self.iap is not None else "service"
+        if kind == "either":
+            kind = "person" if assertion else "service"
+        verifier = self.verifier
         # The verifier counts and logs every refusal, these too: one INFO line per request.
         try:
-            return find_token(authorization, serverless)
+            if kind == "person" and self.iap is not None:
+                verifier = self.iap
+                if not isinstance(policy, PeoplePolicy):
+                    policy = verifier.policy  # the route's allow-list names services
+                return verifier, find_assertion(assertion), policy
+            return verifier, find_token(authorization, serverless), policy
         except InvalidTokenError as exc:
-            self.verifier.record_rejection(exc)
+            verifier.record_rejection(exc)
             raise
 
-    def _unexpected(self, exc: Exception) -> InvalidTokenError:
+    def _unexpected(self, verifier: Verifier, exc: Exception) -> InvalidTokenError:
         # Never a 500 from auth input. Only the type is logged: a foreign message may quote input.
         _log.warning(
             "unexpected %s while verifying a token; answered as invalid", type(exc).__name__
         )
         refusal = InvalidTokenError("the token could not be verified")
-        self.verifier.record_rejection(refusal)
+        verifier.record_rejection(refusal)
         return refusal
 
-    def authorize(self, caller: Caller, policy: CallerPolicy | None) -> Caller:
+    def authorize(
+        self, caller: Caller, policy: CallerPolicy | None, *, path: str | None = None
+    ) -> Caller:
         """Apply ``policy`` to a caller verified earlier (e.g. by a middleware).
 
         The verifier applies it (:meth:`Verifier.authorize`), so that a refusal
-        is counted in its stats and logged once, like a token rejection.
+        is counted in its stats and logged once, like a token rejection. A person
+        (an IAP caller) is judged by the IAP verifier's allow-list unless
+        ``policy`` is a :class:`~s2sauth.iap.PeoplePolicy`, and refused (401) where
+        ``path`` takes services only.
 
         Args:
             caller: a verified caller.
             policy: from :meth:`route`, or :attr:`default`; ``None`` allows any caller.
+            path: the request's path, which decides the kind of caller taken.
 
         Raises:
+            InvalidTokenError: a caller of a kind this gate does not take here.
             CallerNotAllowedError: 403.
         """
-        if policy is None:
-            return caller
-        return self.verifier.authorize(caller, policy)
+        verifier = self.verifier_of(caller)
+        if caller.kind == "person":
+            if self.iap is None or self.kind(path) == "service":
+                refusal = InvalidTokenError("this path takes service callers, not IAP assertions")
+                verifier.record_rejection(refusal)
+                raise refusal
+            if not isinstance(policy, PeoplePolicy):
+                policy = self.iap.policy
+        elif self.iap is not None and self.kind(path) == "person":
+            refusal = InvalidTokenError("this path takes people signed in by IAP only")
+            verifier.record_rejection(refusal)
+            raise refusal
+        return caller if policy is None else verifier.authorize(caller, policy)
 
     def deny(self, exc: S2SAuthError) -> Denial:
         """The response for ``exc`` under this gate's realm (see :func:`denial`)."""
         return denial(exc, realm=self.realm)
+
+
+def _kinds(
+    accept: Kind | Mapping[str, Kind] | None, *, people_only: bool, iap: bool
+) -> tuple[tuple[str, Kind], ...]:
+    default: Kind = "person" if people_only else "either" if iap else "service"
+    chosen: dict[str, Kind] = {}
+    if isinstance(accept, str):
+        chosen["/"] = accept
+    elif accept is not None:
+        for path, kind in accept.items():
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigurationError(f"an accept path must start with '/', not {path!r}")
+            chosen[_normalise(path).rstrip("/") or "/"] = kind
+    chosen.setdefault("/", default)
+    for kind in chosen.values():
+        if kind not in _KINDS:
+            raise ConfigurationError(f"accept takes {', '.join(_KINDS)}, not {kind!r}")
+        if kind != "service" and not iap:
+            raise ConfigurationError(f"accepting {kind!r} needs an IAPVerifier (iap=...)")
+        if kind != "person" and people_only:
+            raise ConfigurationError(
+                f"accepting {kind!r} needs an ID-token Verifier: pass it as verifier, "
+                "and the IAPVerifier as iap"
+            )
+    return tuple(sorted(chosen.items(), key=lambda item: len(item[0]), reverse=True))

@@ -9,6 +9,7 @@ every call and never cached.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
@@ -17,10 +18,11 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from .._errors import (
+    AudienceMismatchError,
     CallerNotAllowedError,
     ConfigurationError,
     ExpiredTokenError,
@@ -31,8 +33,9 @@ from .._errors import (
     S2SAuthError,
     SignatureRemovedError,
 )
-from .._http import Transport
+from .._http import Transport, wait_future
 from . import jws
+from .audience import CloudRunAudience, PushAudience
 from .caller import Caller
 from .claims import ClaimRules, caller_from_claims, validate
 from .keys import KeySet
@@ -58,6 +61,9 @@ GOOGLE_ISSUERS: Final = ("https://accounts.google.com", "accounts.google.com")
 CERTS_URL_ENV: Final = "S2SAUTH_CERTS_URL"
 #: Largest accepted leeway, in seconds: more would keep expired tokens alive.
 MAX_LEEWAY: Final = 60.0
+
+#: One audience a :class:`Verifier` accepts: a string, or one it works out.
+Audience: TypeAlias = "str | PushAudience | CloudRunAudience"
 
 _V = TypeVar("_V", bound="Verifier")
 _new_tuple = tuple.__new__
@@ -112,6 +118,11 @@ class Verifier:
     Args:
         audience: the audience (or audiences) tokens must be issued for, usually
             the service's URL as callers address it (``https://svc-xyz.a.run.app``).
+            Besides strings: a :class:`~s2sauth.verify.audience.PushAudience`
+            (base URL + the request's path, for push deliveries) and a
+            :class:`~s2sauth.verify.audience.CloudRunAudience` (this service on
+            Cloud Run, resolved on first use). A string with a path or a
+            trailing slash is logged at WARNING: Cloud Run's audience is the origin.
         allowed_callers: who may call: emails, numeric unique IDs or
             ``*@PROJECT.iam.gserviceaccount.com`` (see :class:`CallerPolicy`).
             ``None`` accepts any caller with a valid token (logged at WARNING,
@@ -140,9 +151,21 @@ class Verifier:
     .. versionadded:: 0.1
     """
 
+    # What subclasses for other token kinds (s2sauth.iap) change.
+    _default_keys_url: str = GOOGLE_CERTS_URL
+    _keys_url_env: str = CERTS_URL_ENV
+    _token_kind: str = "Google ID token"
+    _allow_list_hint: str = "allowed_callers=[...]"
+    #: The request header this verifier's tokens arrive in; ``None``: the bearer
+    #: headers (``Authorization``, ``X-Serverless-Authorization``).
+    token_header: str | None = None
+
     def __init__(
         self,
-        audience: str | Iterable[str],
+        audience: str
+        | PushAudience
+        | CloudRunAudience
+        | Iterable[str | PushAudience | CloudRunAudience],
         *,
         allowed_callers: Iterable[str] | CallerPolicy | None = None,
         certs_url: str | None = None,
@@ -155,7 +178,7 @@ class Verifier:
         keyset: KeySet | None = None,
         transport: Transport | None = None,
     ) -> None:
-        audiences = _strings("audience", audience)
+        audiences, pushes, pending = _audiences(audience)
         issuer_set = _strings("issuers", issuers)
         if isinstance(leeway, bool) or not isinstance(leeway, int | float):
             raise ConfigurationError(f"leeway must be a number of seconds, not {leeway!r}")
@@ -176,7 +199,7 @@ class Verifier:
         self._own_keyset = keyset is None
         if keyset is None:
             keyset = KeySet(
-                _certs_url(certs_url),
+                _certs_url(certs_url, self._default_keys_url, self._keys_url_env),
                 transport=transport,
                 clock=clock,
                 algorithms=chosen_algorithms,
@@ -190,8 +213,14 @@ class Verifier:
             )
         self._keyset = keyset
         self._rules = ClaimRules(
-            issuers=frozenset(issuer_set), audiences=frozenset(audiences), leeway=float(leeway)
+            issuers=frozenset(issuer_set),
+            audiences=frozenset(audiences),
+            leeway=float(leeway),
+            audience_bases=tuple(push.base_url for push in pushes),
         )
+        self._pushes = pushes
+        self._pending = pending
+        self._resolving = threading.Lock()
         self._algorithms = chosen_algorithms
         self._leeway = float(leeway)
         self._clock = clock
@@ -204,11 +233,16 @@ class Verifier:
         self._verified = 0
         self._hits = 0
         self._rejected: Counter[str] = Counter()
+        for value in audiences:
+            _warn_about_audience(value)
         if allowed_callers is None and not trust_cloud_run_iam:
             logger.warning(
-                "Verifier for %s has no allow-list: any caller with a valid Google ID token "
-                "for this audience is accepted; pass allowed_callers=[...] to restrict it",
-                " and ".join(sorted(audiences)),
+                "%s for %s has no allow-list: any caller with a valid %s for this audience "
+                "is accepted; pass %s to restrict it",
+                type(self).__name__,
+                " and ".join(sorted(audiences) + [repr(a) for a in (*pushes, *pending)]),
+                self._token_kind,
+                self._allow_list_hint,
             )
 
     def __repr__(self) -> str:
@@ -247,8 +281,86 @@ class Verifier:
 
     @property
     def audiences(self) -> frozenset[str]:
-        """The audiences tokens must be issued for."""
+        """The exact audiences tokens may be issued for (a :class:`CloudRunAudience`
+        counts once resolved; :attr:`request_audiences` are matched per request)."""
         return self._rules.audiences
+
+    @property
+    def request_audiences(self) -> tuple[PushAudience, ...]:
+        """The push audiences, matched against each request's path and query."""
+        return self._pushes
+
+    def resolve_audiences(self) -> frozenset[str]:
+        """Work out the :class:`CloudRunAudience` audiences now (blocking); the audiences.
+
+        Use it at startup, so a service that cannot tell its own audience stops
+        with a clear error instead of answering 503. Without it, the first token
+        resolves them; then a failure is a 503 for that request (and logged).
+
+        Raises:
+            ConfigurationError: not on Cloud Run, or the metadata server did not answer.
+        """
+        with self._resolving:
+            if self._pending:
+                resolved = [value for pending in self._pending for value in pending.resolve()]
+                rules = self._rules
+                self._rules = ClaimRules(
+                    issuers=rules.issuers,
+                    audiences=rules.audiences | frozenset(resolved),
+                    leeway=rules.leeway,
+                    max_lifetime=rules.max_lifetime,
+                    audience_bases=rules.audience_bases,
+                )
+                self._pending = ()
+        return self._rules.audiences
+
+    async def aresolve_audiences(self) -> frozenset[str]:
+        """Like :meth:`resolve_audiences`, off the event loop."""
+        future: concurrent.futures.Future[frozenset[str]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self.resolve_audiences())
+            except BaseException as exc:  # handed to the waiting task
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="s2sauth-audience", daemon=True).start()
+        return await wait_future(future)
+
+    def _unresolved(self, exc: ConfigurationError) -> KeyFetchError:
+        logger.error("this service's own audience is unknown: %s", exc.message)
+        return KeyFetchError("this service's own audience is unknown; see the log")
+
+    def check_request(self, caller: Caller, *, path: str | None, query: str = "") -> Caller:
+        """Check a caller's audience against the request, for push audiences.
+
+        A token whose ``aud`` is one of :attr:`audiences` passes as it is; one
+        accepted under a :class:`PushAudience` base must be for exactly this
+        request's URL: base + ``path`` (+ ``?query``). Adapters call it through
+        the gate; :meth:`verify` calls it when given ``path``.
+
+        Args:
+            caller: from :meth:`authenticate`.
+            path: the request's path from the root of the URL, percent-decoded;
+                ``None`` when unknown, which refuses a push token.
+            query: the raw query string, without ``?``.
+
+        Raises:
+            AudienceMismatchError: the token is for another URL (HTTP 401).
+        """
+        if not self._pushes or caller.audience in self._rules.audiences:
+            return caller
+        if path is not None and any(
+            push.accepts(caller.audience, path, query) for push in self._pushes
+        ):
+            return caller
+        refusal = AudienceMismatchError(
+            "the token is for another URL than this request's"
+            if path is not None
+            else "the token's audience is a push URL, and the request's path is unknown"
+        )
+        self.record_rejection(refusal)
+        raise refusal
 
     @property
     def stats(self) -> VerifierStats:
@@ -258,26 +370,40 @@ class Verifier:
         return VerifierStats(verified, rejected, hits, self._keyset.stats.fetches)
 
     def verify(
-        self, token: str, *, allowed_callers: CallerPolicy | Iterable[str] | None = None
+        self,
+        token: str,
+        *,
+        allowed_callers: CallerPolicy | Iterable[str] | None = None,
+        path: str | None = None,
+        query: str = "",
     ) -> Caller:
         """Check ``token`` and the caller policy; the caller it identifies.
 
         Args:
             token: the bearer token, without the ``Bearer`` prefix.
             allowed_callers: the allow-list for this call instead of the verifier's.
+            path: the request's path, for push audiences (see :meth:`check_request`).
+            query: the request's raw query string, for push audiences.
 
         Raises:
             InvalidTokenError: the token is not acceptable (a subclass names why).
             CallerNotAllowedError: the token is valid, its caller not allowed.
             KeyFetchError: no verification keys can be had.
         """
-        return self.authorize(self.authenticate(token), allowed_callers)
+        caller = self.check_request(self.authenticate(token), path=path, query=query)
+        return self.authorize(caller, allowed_callers)
 
     async def averify(
-        self, token: str, *, allowed_callers: CallerPolicy | Iterable[str] | None = None
+        self,
+        token: str,
+        *,
+        allowed_callers: CallerPolicy | Iterable[str] | None = None,
+        path: str | None = None,
+        query: str = "",
     ) -> Caller:
         """Like :meth:`verify`; a key fetch, if one is needed, runs off the event loop."""
-        return self.authorize(await self.aauthenticate(token), allowed_callers)
+        caller = await self.aauthenticate(token)
+        return self.authorize(self.check_request(caller, path=path, query=query), allowed_callers)
 
     def authorize(
         self, caller: Caller, allowed_callers: CallerPolicy | Iterable[str] | None = None
@@ -307,6 +433,9 @@ class Verifier:
     def authenticate(self, token: str) -> Caller:
         """Check ``token`` only, without any caller policy (then :meth:`authorize`).
 
+        With push audiences, a token for any URL under a push base passes here:
+        :meth:`check_request` then matches it to the request.
+
         Raises:
             InvalidTokenError: the token is not acceptable.
             KeyFetchError: no verification keys can be had.
@@ -316,6 +445,11 @@ class Verifier:
             cached = self._cached(token, now)
             if cached is not None:
                 return cached
+            if self._pending:
+                try:
+                    self.resolve_audiences()
+                except ConfigurationError as exc:
+                    raise self._unresolved(exc) from None
             parsed = self._parse(token)
             key = None if parsed.signature_removed else self._keyset.get(parsed.kid)
             return self._complete(token, parsed, key, now)
@@ -330,6 +464,11 @@ class Verifier:
             cached = self._cached(token, now)
             if cached is not None:
                 return cached
+            if self._pending:
+                try:
+                    await self.aresolve_audiences()
+                except ConfigurationError as exc:
+                    raise self._unresolved(exc) from None
             parsed = self._parse(token)
             key = None if parsed.signature_removed else await self._keyset.aget(parsed.kid)
             return self._complete(token, parsed, key, now)
@@ -387,7 +526,7 @@ class Verifier:
             jws.verify_signature(parsed, key)
         claims = parsed.payload
         validate(claims, now, self._rules)
-        caller = caller_from_claims(claims)
+        caller = self._caller_from_claims(claims)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of a microsecond).
         not_before = max(claims["iat"], claims.get("nbf", 0))
         kid = None if key is None else parsed.kid
@@ -403,6 +542,10 @@ class Verifier:
         finally:
             self._lock.release()
         return caller
+
+    def _caller_from_claims(self, claims: dict[str, Any]) -> Caller:
+        # The one step a verifier of another token kind (s2sauth.iap) does its own way.
+        return caller_from_claims(claims)
 
     def record_rejection(self, exc: S2SAuthError) -> None:
         """Count and log a refusal, as the verifier does for each one it decides.
@@ -426,6 +569,47 @@ def _policy(allowed: CallerPolicy | Iterable[str]) -> CallerPolicy:
     return allowed if isinstance(allowed, CallerPolicy) else CallerPolicy(allowed)
 
 
+def _audiences(
+    audience: object,
+) -> tuple[tuple[str, ...], tuple[PushAudience, ...], tuple[CloudRunAudience, ...]]:
+    chosen = (
+        (audience,)
+        if isinstance(audience, str | PushAudience | CloudRunAudience)
+        else tuple(audience)
+        if isinstance(audience, Iterable)
+        else ()
+    )
+    strings = tuple(value for value in chosen if isinstance(value, str))
+    pushes = tuple(value for value in chosen if isinstance(value, PushAudience))
+    pending = tuple(value for value in chosen if isinstance(value, CloudRunAudience))
+    if not chosen or len(strings) + len(pushes) + len(pending) != len(chosen) or "" in strings:
+        raise ConfigurationError(
+            "audience must be one or more non-empty strings, PushAudience or "
+            f"CloudRunAudience, not {audience!r}"
+        )
+    return strings, pushes, pending
+
+
+def _warn_about_audience(audience: str) -> None:
+    parts = urlsplit(audience)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return  # a custom audience: any string will do
+    if parts.path == "/" and not parts.query:
+        logger.warning(
+            "the audience %r ends with a slash: callers that follow Cloud Run's convention "
+            "ask for tokens for the origin, %r, which will not match",
+            audience,
+            audience.rstrip("/"),
+        )
+    elif parts.path or parts.query:
+        logger.warning(
+            "the audience %r has a path: Cloud Run callers ask for tokens for the origin "
+            "(scheme://host); if this is a push endpoint's URL on purpose, use "
+            "PushAudience(base URL) to match each request's own URL",
+            audience,
+        )
+
+
 def _strings(name: str, values: str | Iterable[str]) -> tuple[str, ...]:
     chosen = (values,) if isinstance(values, str) else tuple(values)
     if not chosen or not all(isinstance(value, str) and value for value in chosen):
@@ -433,14 +617,16 @@ def _strings(name: str, values: str | Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
-def _certs_url(certs_url: str | None) -> str:
-    url = certs_url or os.environ.get(CERTS_URL_ENV) or GOOGLE_CERTS_URL
+def _certs_url(
+    certs_url: str | None, default: str = GOOGLE_CERTS_URL, env: str = CERTS_URL_ENV
+) -> str:
+    url = certs_url or os.environ.get(env) or default
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"certs_url must be an http(s) URL, not {url!r}")
-    if url != GOOGLE_CERTS_URL and url not in _announced_urls:
+    if url != default and url not in _announced_urls:
         _announced_urls.add(url)
-        source = f" (from ${CERTS_URL_ENV})" if certs_url is None else ""
+        source = f" (from ${env})" if certs_url is None else ""
         logger.info("verifying tokens with keys from %s%s, not Google's", url, source)
         if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
             logger.warning(
