@@ -3,9 +3,10 @@
 It starts the emulator (a metadata server with two service accounts, an allowed
 caller and a stranger, and Google-style signing keys), a Starlette app under
 uvicorn behind :class:`s2sauth.asgi.IDTokenMiddleware` and a Flask app under
-waitress behind :func:`s2sauth.flask.require_id_token`, then calls them every
-way that should work and every way that should not, and prints what each call
-got. Nothing leaves loopback; the user's environment (``GCE_METADATA_HOST``,
+waitress behind :func:`s2sauth.flask.require_id_token` (and a gRPC service when
+grpcio is installed, see :mod:`._demo_grpc`), then calls them every way that
+should work and every way that should not, and prints what each call got.
+Nothing leaves loopback; the user's environment (``GCE_METADATA_HOST``,
 proxies, credentials) is not consulted.
 
 :func:`bind`, :func:`serve_asgi` and :func:`serve_wsgi` run an app under a real
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--port-wsgi", type=int, default=0, metavar="P", help="port of the Flask service"
+    )
+    parser.add_argument(
+        "--port-grpc", type=int, default=0, metavar="P", help="port of the gRPC service"
     )
     parser.set_defaults(handler=run)
 
@@ -184,13 +188,16 @@ def _flask_app(verifier: Verifier) -> WSGIApplication:
 
 @dataclass(frozen=True)
 class Call:
-    """One call of the demo: who calls what, how, and what it should get."""
+    """One call of the demo: who calls what, how, and what it should get.
+
+    ``expected`` is an HTTP status, or a gRPC status name (``"PERMISSION_DENIED"``).
+    """
 
     client: str
     target: str
     caller: str
-    expected: int
-    send: Callable[[], int]
+    expected: int | str
+    send: Callable[[], int | str]
 
 
 @dataclass(frozen=True)
@@ -427,6 +434,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from ..tokens.provider import IDTokenProvider
     from ..tokens.sources import MetadataServerSource
     from ..verify.verifier import Verifier
+    from . import _demo_grpc
 
     glyphs = _Glyphs.for_stream(out)
     with contextlib.ExitStack() as stack:
@@ -440,6 +448,11 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         # One connection pool to the emulator, for token and key fetches alike.
         transport = HTTPTransport()
         stack.callback(transport.close)
+        try:
+            grpc_service = _demo_grpc.serve(stack, em, transport, [CALLER], args.port_grpc)
+        except OSError as exc:
+            print(f"s2sauth demo: cannot listen on {_HOST}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         asgi_url, wsgi_url = _origin(asgi_sock), _origin(wsgi_sock)
 
         # Each receiver's audience is its own URL, as on Cloud Run; keys from the emulator.
@@ -462,13 +475,16 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
                 MetadataServerSource(STRANGER, host=em.host, transport=transport)
             ),
         )
-        print("s2sauth demo: two services and their callers, all on this machine\n", file=out)
+        print("s2sauth demo: services and their callers, all on this machine\n", file=out)
         print(f"  emulator   {em.url}  (metadata server and signing keys)", file=out)
         print(f"  starlette  {asgi_url}  (uvicorn, IDTokenMiddleware)", file=out)
         print(f"  flask      {wsgi_url}  (waitress, @require_id_token)", file=out)
-        print(f"  caller     {CALLER}  (both services let it in)", file=out)
+        _demo_grpc.describe(out, grpc_service, verifiers)
+        print(f"  caller     {CALLER}  (every service lets it in)", file=out)
         print(f"  stranger   {STRANGER}  (valid tokens, not let in)\n", file=out)
-        outcomes = [_perform(call) for call in _calls(services, stack)]
+        calls = _calls(services, stack)
+        calls += _demo_grpc.calls(grpc_service, em, services.caller, services.stranger, stack)
+        outcomes = [_perform(call) for call in calls]
         print("\n".join(_table(outcomes, glyphs)), file=out)
         _print_counters(out, services, verifiers)
         fresh, cached = _verification_cost(em, asgi_url, transport)
