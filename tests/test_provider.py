@@ -361,6 +361,7 @@ def test_token_future_never_blocks(clock: Clock, source: FakeSource) -> None:
     pending = [provider.token_future("a") for _ in range(20)]  # the fetch is held at the gate
     assert source.entered.wait(10)
     assert not any(future.done() for future in pending)
+    assert not pending[0].cancel()
     source.gate.set()
     assert {future.result(10) for future in pending} == {"token-a-1"}
     hit = provider.token_future("a")

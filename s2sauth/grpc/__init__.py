@@ -68,6 +68,9 @@ __all__ = [
     "secure_channel",
 ]
 
+# Shared with s2sauth.grpc.aio; shown as this module's.
+IDTokenCallCredentials.__module__ = current_caller.__module__ = __name__
+
 
 def secure_channel(
     target: str,

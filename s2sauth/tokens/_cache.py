@@ -140,6 +140,7 @@ class TokenCache(Generic[K]):
     def get_future(self, key: K) -> concurrent.futures.Future[str]:
         """Like :meth:`get`, never blocking: done now on a cache hit, else when the fetch ends."""
         result: concurrent.futures.Future[str] = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()  # no holder can cancel it under the fetch
         value = self._cached(key)
         if value is not None:
             result.set_result(value)
