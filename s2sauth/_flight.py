@@ -85,10 +85,18 @@ class SingleFlight(Generic[K, V]):
         Cancelling one waiter never cancels the call for the others, and a call
         whose owner was cancelled still completes and resolves every waiter.
         """
+        return await wait_future(self.submit(key, fn))
+
+    def submit(self, key: K, fn: Callable[[], V]) -> concurrent.futures.Future[V]:
+        """The call for ``key``: the one in progress, or ``fn`` started now in a worker thread.
+
+        Never blocks; for callers that take the outcome through a callback. The
+        future cannot be cancelled, so no waiter can cancel it for the others.
+        """
         future, owner = self._claim(key)
         if owner:
             self._submit(key, future, fn)
-        return await wait_future(future)
+        return future
 
     def start(self, key: K, fn: Callable[[], V]) -> bool:
         """Start ``fn`` in the background unless a call for ``key`` is running.

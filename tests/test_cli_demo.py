@@ -19,10 +19,12 @@ from s2sauth.cli.demo import CALLER, bind
 
 # A table row: client, target, caller, expected status, got, time, mark.
 ROW = re.compile(
-    r"^  (requests|httpx|httpx async)\s+(starlette|flask|django)\s+.*?\s(\d{3})\s+(\S+)\s+"
+    r"^  (requests|httpx|httpx async|grpc|grpc\.aio)\s+(starlette|flask|django|grpc|grpc health)\s+"
+    r".*?\s(\d{3}|OK|[A-Z_]{8,})\s+(\S+)\s+"
 )
-# Three more calls, to a Django service, when Django is installed.
-EXPECTED_ROWS = 11 + (3 if _demo_django.available() else 0)
+# The HTTP rows, three more calls to a Django service when Django is installed, and the gRPC
+# rows the demo adds when grpcio is installed (the test extra has both).
+HTTP_ROWS, GRPC_ROWS = 11 + (3 if _demo_django.available() else 0), 6
 OK_MARKS = ("\u2713", "ok")
 CURL = re.compile(r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)')
 
@@ -41,12 +43,19 @@ def _subprocess_env() -> dict[str, str]:
 
 def _assert_all_expected(output: str) -> None:
     rows = _rows(output)
-    assert len(rows) == EXPECTED_ROWS, output
+    assert len(rows) == HTTP_ROWS + GRPC_ROWS, output
     assert all(expected == got for expected, got in rows), output
-    assert {expected for expected, _ in rows} == {"200", "401", "403"}
+    assert {expected for expected, _ in rows} == {
+        "200",
+        "401",
+        "403",
+        "OK",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+    }
     marked = [line for line in output.splitlines() if ROW.match(line)]
     assert all(line.rstrip().endswith(OK_MARKS) for line in marked), output
-    assert f"All {EXPECTED_ROWS} outcomes as expected." in output
+    assert f"All {HTTP_ROWS + GRPC_ROWS} outcomes as expected." in output
 
 
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +64,7 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert status == 0, out
     _assert_all_expected(out)
-    audiences = 3 if _demo_django.available() else 2  # one token per service
+    audiences = 4 if _demo_django.available() else 3  # one token per service
     assert f"token provider (caller):  {audiences} fetches" in out
     assert "verifier (starlette):" in out and "key fetch" in out
     assert re.search(r"first time:\s+[\d.]+ (\u00b5|u)s", out)
@@ -103,11 +112,31 @@ def test_demo_needs_the_demo_extra(
     assert "waitress" in err and "pip install 's2sauth[demo]'" in err
 
 
+def test_demo_without_grpcio(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without grpcio the demo runs the HTTP services alone and says how to add gRPC."""
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as if it were not installed
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert len(_rows(out)) == HTTP_ROWS
+    assert f"All {HTTP_ROWS} outcomes as expected." in out
+    assert "pip install 's2sauth[grpc]'" in out
+
+
 def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     """A --port-asgi that is taken is reported, with exit 2 and no traceback."""
     with bind() as taken:
         taken.listen()
         assert main(["demo", "--port-asgi", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def test_demo_grpc_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """A --port-grpc that is taken is reported the same way."""
+    with bind() as taken:
+        taken.listen()
+        assert main(["demo", "--port-grpc", str(taken.getsockname()[1])]) == 2
     assert "cannot listen" in capsys.readouterr().err
 
 

@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import httpx
 import pytest
 
 from s2sauth._http import HTTPTransport
 from s2sauth.cli.demo import CALLER, STRANGER, bind, serve_asgi, serve_wsgi
 from s2sauth.emulator import Emulator
+from s2sauth.grpc import secure_channel
 from s2sauth.httpx import IDTokenAuth
 from s2sauth.tokens.provider import IDTokenProvider
 from s2sauth.tokens.sources import MetadataServerSource
@@ -37,6 +39,7 @@ SERVERS = {
 CLIENTS = ("client_requests", "client_httpx", "client_httpx_async")
 # Served in a subprocess: each configures Django's process-wide settings.
 DJANGO_SERVERS = ("server_django",)
+GRPC = ("grpc_server", "grpc_client")
 CLOUD_RUN_CALLER = EXAMPLES / "cloudrun" / "caller.py"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 
@@ -100,7 +103,7 @@ def _client_env(emulator: Emulator, target: str) -> dict[str, str]:
 def test_every_example_is_tested() -> None:
     """Each Python file in examples/ is one this module runs."""
     found = {path.stem for path in EXAMPLES.glob("*.py")}
-    assert found == set(SERVERS) | set(CLIENTS) | set(DJANGO_SERVERS)
+    assert found == set(SERVERS) | set(CLIENTS) | set(DJANGO_SERVERS) | set(GRPC)
     assert sorted(p.name for p in (EXAMPLES / "cloudrun").glob("*.py")) == ["caller.py"]
 
 
@@ -223,3 +226,63 @@ def test_django_server_lets_in_only_the_allowed_caller(
     assert stranger.status_code == 403
     assert (health.status_code, health.text) == (200, "ok")
     assert "rejected: caller_not_allowed" in log  # the refusal is logged where operators look
+
+
+@pytest.fixture
+def grpc_receiver(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """examples/grpc_server.py, serving on loopback; yields its target, localhost:PORT."""
+    with bind() as sock:
+        port = sock.getsockname()[1]
+    env = _server_env(emulator, f"https://localhost:{port}")
+    module = _load(EXAMPLES / "grpc_server.py", env, monkeypatch)
+    server = module.create_server(f"localhost:{port}")
+    server.start()
+    yield f"localhost:{port}"
+    server.stop(None).wait(10)
+
+
+def test_grpc_server_lets_in_only_the_allowed_caller(
+    grpc_receiver: str, emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """The gRPC server example greets the caller; no token is UNAUTHENTICATED, a stranger
+    PERMISSION_DENIED."""
+    codes = []
+    for account in ("default", STRANGER, None):
+        provider = None
+        if account is not None:
+            source = MetadataServerSource(account, host=emulator.host, transport=transport)
+            provider = IDTokenProvider(source)
+        local = grpc.local_channel_credentials()
+        channel = (
+            secure_channel(grpc_receiver, provider=provider, credentials=local)
+            if provider is not None
+            else grpc.secure_channel(grpc_receiver, local)
+        )
+        with channel:
+            try:
+                reply = channel.unary_unary("/greeter.Greeter/SayHello")(b"", timeout=10)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+            else:
+                assert reply == f"hello, {CALLER}".encode()
+                codes.append(grpc.StatusCode.OK)
+    assert codes == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    ]
+
+
+def test_grpc_client_calls_the_receiver(emulator: Emulator, grpc_receiver: str) -> None:
+    """examples/grpc_client.py, run as a script, prints the gRPC server's greeting."""
+    env = _client_env(emulator, "") | {"TARGET": grpc_receiver}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "grpc_client.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"hello, {CALLER}"

@@ -354,6 +354,31 @@ def test_concurrent_failure_reaches_every_waiter(clock: Clock, source: FakeSourc
     assert source.calls <= 20 and provider.stats.failures == source.calls
 
 
+def test_token_future_never_blocks(clock: Clock, source: FakeSource) -> None:
+    """token_future returns at once: pending while the one fetch runs, done on a cache hit."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.gate = threading.Event()
+    pending = [provider.token_future("a") for _ in range(20)]  # the fetch is held at the gate
+    assert source.entered.wait(10)
+    assert not any(future.done() for future in pending)
+    assert not pending[0].cancel()
+    source.gate.set()
+    assert {future.result(10) for future in pending} == {"token-a-1"}
+    hit = provider.token_future("a")
+    assert hit.done() and hit.result() == "token-a-1"
+    assert source.calls == 1 and provider.stats.cache_hits == 1
+
+
+def test_token_future_carries_the_failure(clock: Clock, source: FakeSource) -> None:
+    """A failed fetch is the future's exception; a bad audience raises at once."""
+    provider = IDTokenProvider(source, clock=clock)
+    source.error = TokenFetchError("down", retryable=True)
+    with pytest.raises(TokenFetchError, match="down"):
+        provider.token_future("a").result(10)
+    with pytest.raises(ConfigurationError):
+        provider.token_future("")
+
+
 def test_default_provider_is_shared() -> None:
     """default_provider() and default_access_provider() each return one shared instance."""
     seen: list[tuple[IDTokenProvider, AccessTokenProvider]] = []

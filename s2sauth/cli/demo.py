@@ -3,9 +3,10 @@
 It starts the emulator (a metadata server with two service accounts, an allowed
 caller and a stranger, and Google-style signing keys), a Starlette app under
 uvicorn behind :class:`s2sauth.asgi.IDTokenMiddleware` and a Flask app under
-waitress behind :func:`s2sauth.flask.require_id_token`, then calls them every
-way that should work and every way that should not, and prints what each call
-got. Nothing leaves loopback; the user's environment (``GCE_METADATA_HOST``,
+waitress behind :func:`s2sauth.flask.require_id_token` (and a gRPC service when
+grpcio is installed, see :mod:`._demo_grpc`), then calls them every way that
+should work and every way that should not, and prints what each call got.
+Nothing leaves loopback; the user's environment (``GCE_METADATA_HOST``,
 proxies, credentials) is not consulted.
 
 :func:`bind`, :func:`serve_asgi` and :func:`serve_wsgi` run an app under a real
@@ -72,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--port-wsgi", type=int, default=0, metavar="P", help="port of the Flask service"
+    )
+    parser.add_argument(
+        "--port-grpc", type=int, default=0, metavar="P", help="port of the gRPC service"
     )
     parser.set_defaults(handler=run)
 
@@ -186,13 +190,16 @@ def _flask_app(verifier: Verifier) -> WSGIApplication:
 
 @dataclass(frozen=True)
 class Call:
-    """One call of the demo: who calls what, how, and what it should get."""
+    """One call of the demo: who calls what, how, and what it should get.
+
+    ``expected`` is an HTTP status, or a gRPC status name (``"PERMISSION_DENIED"``).
+    """
 
     client: str
     target: str
     caller: str
-    expected: int
-    send: Callable[[], int]
+    expected: int | str
+    send: Callable[[], int | str]
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from ..tokens.provider import IDTokenProvider
     from ..tokens.sources import MetadataServerSource
     from ..verify.verifier import Verifier
+    from . import _demo_grpc
 
     glyphs = _Glyphs.for_stream(out)
     with contextlib.ExitStack() as stack:
@@ -442,6 +450,11 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         # One connection pool to the emulator, for token and key fetches alike.
         transport = HTTPTransport()
         stack.callback(transport.close)
+        try:
+            grpc_service = _demo_grpc.serve(stack, em, transport, [CALLER], args.port_grpc)
+        except OSError as exc:
+            print(f"s2sauth demo: cannot listen on {_HOST}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         asgi_url, wsgi_url = _origin(asgi_sock), _origin(wsgi_sock)
 
         # Each receiver's audience is its own URL, as on Cloud Run; keys from the emulator.
@@ -475,11 +488,13 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  flask      {wsgi_url}  (waitress, @require_id_token)", file=out)
         if django_url is not None:
             print(f"  django     {django_url}  (waitress, s2sauth.django)", file=out)
+        _demo_grpc.describe(out, grpc_service, verifiers)
         print(f"  caller     {CALLER}  (every service lets it in)", file=out)
         print(f"  stranger   {STRANGER}  (valid tokens, not let in)\n", file=out)
         calls = _calls(services, stack)
         if django_url is not None:
             calls += _demo_django.calls(django_url, services.caller, services.stranger, Call)
+        calls += _demo_grpc.calls(grpc_service, em, services.caller, services.stranger, stack)
         outcomes = [_perform(call) for call in calls]
         print("\n".join(_table(outcomes, glyphs)), file=out)
         _print_counters(out, services, verifiers)

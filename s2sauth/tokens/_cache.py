@@ -16,6 +16,8 @@ is never sent that could expire while the request is in flight.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -137,6 +139,18 @@ class TokenCache(Generic[K]):
         entry = await self._flight.ado(key, lambda: self._fetch_unless_usable(key))
         return entry.value
 
+    def get_future(self, key: K) -> concurrent.futures.Future[str]:
+        """Like :meth:`get`, never blocking: done now on a cache hit, else when the fetch ends."""
+        result: concurrent.futures.Future[str] = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()  # no holder can cancel it under the fetch
+        value = self._cached(key)
+        if value is not None:
+            result.set_result(value)
+            return result
+        flight = self._flight.submit(key, lambda: self._fetch_unless_usable(key))
+        flight.add_done_callback(functools.partial(_resolve, result))
+        return result
+
     def invalidate(self, key: K, token: str | None = None) -> None:
         """Forget the token for ``key``, but only if it is still ``token`` (when given)."""
         with self._lock:
@@ -244,3 +258,13 @@ class TokenCache(Generic[K]):
                 "s2sauth: fetched a new %s, valid for %.0fs", self._describe(key), lifetime
             )
         return entry
+
+
+def _resolve(
+    result: concurrent.futures.Future[str], flight: concurrent.futures.Future[_Entry]
+) -> None:
+    exc = flight.exception()
+    if exc is None:
+        result.set_result(flight.result().value)
+    else:
+        result.set_exception(exc)

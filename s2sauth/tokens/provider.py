@@ -16,6 +16,7 @@ After a 401 from the callee, drop the token that failed and ask again, once::
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +121,20 @@ class IDTokenProvider:
             TokenFetchError: no cached token is usable and none could be fetched.
         """
         return await self._cache.aget(_audience(audience))
+
+    def token_future(self, audience: str) -> concurrent.futures.Future[str]:
+        """Like :meth:`token`, for callback-driven code: a future, and this call never blocks.
+
+        Use it where a thread must not wait, such as a gRPC metadata plugin. The
+        future is already done when the cache has a good token; otherwise it is
+        done when the fetch (started now in a worker thread, or already running
+        for another caller) ends, with the token or the fetch's
+        :class:`~s2sauth.TokenFetchError`. It cannot be cancelled.
+
+        Raises:
+            ConfigurationError: ``audience`` is not a non-empty string.
+        """
+        return self._cache.get_future(_audience(audience))
 
     def invalidate(self, audience: str, token: str | None = None) -> None:
         """Drop the cached token for ``audience`` so the next call fetches a new one.
