@@ -21,6 +21,9 @@ The keys (anything else is an error, so a typo cannot silently widen access):
 * ``RULES``: per-path allow-lists, each a ``{"PATH": ..., "ALLOWED_CALLERS": [...],
   "METHODS": [...]}`` mapping or a :class:`~s2sauth.verify.policy.Rule`.
 * ``REALM``: the realm of the ``WWW-Authenticate`` challenge.
+* ``IAP``: an :class:`~s2sauth.iap.IAPVerifier` (or the dotted path of one), to let in
+  people signed in by Identity-Aware Proxy too; ``ACCEPT``: which kind of caller each
+  path takes (``"service"``, ``"person"``, ``"either"``, or ``{path prefix: kind}``).
 * ``TRUST_CLOUD_RUN_IAM``, ``CERTS_URL``, ``ISSUERS``, ``LEEWAY``, ``ALGORITHMS``,
   ``CACHE_SIZE``: passed to :class:`~s2sauth.Verifier` (``trust_cloud_run_iam``,
   ``certs_url``...).
@@ -83,7 +86,7 @@ _VERIFIER_OPTIONS: Final = {
     "ALGORITHMS": "algorithms",
     "CACHE_SIZE": "cache_size",
 }
-_GATE_OPTIONS: Final = frozenset({"EXEMPT", "RULES", "REALM"})
+_GATE_OPTIONS: Final = frozenset({"EXEMPT", "RULES", "REALM", "IAP", "ACCEPT"})
 _KEYS: Final = frozenset(_VERIFIER_OPTIONS) | _GATE_OPTIONS | {"VERIFIER"}
 _RULE_KEYS: Final = frozenset({"PATH", "ALLOWED_CALLERS", "METHODS"})
 _LISTS: Final = frozenset(
@@ -181,6 +184,8 @@ def _from_settings(config: object) -> tuple[Gate, Verifier | None]:
             exempt=_paths(config.get("EXEMPT", ())),
             rules=[_rule(rule) for rule in config.get("RULES", ())],
             realm=config.get("REALM", DEFAULT_REALM),
+            iap=_load_verifier(config["IAP"], "IAP") if config.get("IAP") else None,
+            accept=config.get("ACCEPT"),
         )
     except ConfigurationError as exc:
         if built is not None:
@@ -193,23 +198,23 @@ def _from_settings(config: object) -> tuple[Gate, Verifier | None]:
     return gate, built
 
 
-def _load_verifier(value: object) -> Verifier:
+def _load_verifier(value: object, key: str = "VERIFIER") -> Verifier:
     if isinstance(value, str):
         path = value
         try:
             value = import_string(path)
         except ImportError as exc:
             raise _SettingsError(
-                f"VERIFIER {value!r} cannot be imported: {exc}", "s2sauth.E004"
+                f"{key} {value!r} cannot be imported: {exc}", "s2sauth.E004"
             ) from exc
         if callable(value) and not isinstance(value, Verifier):
             try:
                 value = value()
             except TypeError as exc:
-                raise ConfigurationError(f"VERIFIER {path!r} cannot be called: {exc}") from exc
+                raise ConfigurationError(f"{key} {path!r} cannot be called: {exc}") from exc
     if not isinstance(value, Verifier):
         raise _SettingsError(
-            "VERIFIER must be a Verifier, or the dotted path of one or of a function "
+            f"{key} must be a Verifier, or the dotted path of one or of a function "
             f"returning one, not {type(value).__name__}",
             "s2sauth.E004",
         )
@@ -263,6 +268,19 @@ def _authorization(request: HttpRequest) -> tuple[tuple[str, ...], tuple[str, ..
     )
 
 
+def _context(request: HttpRequest, gate: Gate) -> dict[str, Any]:
+    # What the gate needs besides the bearer headers: IAP's assertion, and the paths a
+    # push audience is built from (the full path, SCRIPT_NAME included, and the query).
+    meta = request.META
+    assertion = meta.get("HTTP_X_GOOG_IAP_JWT_ASSERTION") if gate.iap else None
+    return {
+        "assertion": () if assertion is None else (assertion,),
+        "path": request.path_info,
+        "query": meta.get("QUERY_STRING", ""),
+        "url_path": request.path,
+    }
+
+
 def _deny(gate: Gate, exc: S2SAuthError) -> HttpResponse:
     denial = gate.deny(exc)
     return HttpResponse(denial.body, status=denial.status, headers=dict(denial.headers))
@@ -273,7 +291,7 @@ def _accept(request: HttpRequest, gate: Gate, caller: Caller) -> None:
     # The WSGI middleware's keys, so a decorator (or DRF) behind either one reuses the caller.
     meta = request.META
     meta[CALLER_KEY] = caller
-    meta[VERIFIER_KEY] = gate.verifier
+    meta[VERIFIER_KEY] = gate.verifier_of(caller)
 
 
 class IDTokenMiddleware:
@@ -324,7 +342,9 @@ class IDTokenMiddleware:
             return self.get_response(request)
         authorization, serverless = _authorization(request)
         try:
-            caller = gate.authenticate(authorization, serverless, policy=policy)
+            caller = gate.authenticate(
+                authorization, serverless, policy=policy, **_context(request, gate)
+            )
         except S2SAuthError as exc:
             return _deny(gate, exc)
         _accept(request, gate, caller)
@@ -338,7 +358,9 @@ class IDTokenMiddleware:
             return await self.get_response(request)
         authorization, serverless = _authorization(request)
         try:
-            caller = await gate.aauthenticate(authorization, serverless, policy=policy)
+            caller = await gate.aauthenticate(
+                authorization, serverless, policy=policy, **_context(request, gate)
+            )
         except S2SAuthError as exc:
             return _deny(gate, exc)
         _accept(request, gate, caller)
@@ -349,7 +371,7 @@ def _verified(request: HttpRequest, gate: Gate) -> Caller | None:
     # A caller the middleware (this one or s2sauth.wsgi's) verified with the same verifier.
     meta = request.META
     caller = meta.get(CALLER_KEY)
-    if isinstance(caller, Caller) and meta.get(VERIFIER_KEY) is gate.verifier:
+    if isinstance(caller, Caller) and meta.get(VERIFIER_KEY) in (gate.verifier, gate.iap):
         return caller
     return None
 
@@ -362,7 +384,12 @@ def _check(request: HttpRequest, policy: CallerPolicy | None) -> HttpResponse | 
             caller = gate.authorize(caller, policy or gate.default)
         else:
             authorization, serverless = _authorization(request)
-            caller = gate.authenticate(authorization, serverless, policy=policy or gate.default)
+            caller = gate.authenticate(
+                authorization,
+                serverless,
+                policy=policy or gate.default,
+                **_context(request, gate),
+            )
     except S2SAuthError as exc:
         return _deny(gate, exc)
     _accept(request, gate, caller)
@@ -378,7 +405,10 @@ async def _acheck(request: HttpRequest, policy: CallerPolicy | None) -> HttpResp
         else:
             authorization, serverless = _authorization(request)
             caller = await gate.aauthenticate(
-                authorization, serverless, policy=policy or gate.default
+                authorization,
+                serverless,
+                policy=policy or gate.default,
+                **_context(request, gate),
             )
     except S2SAuthError as exc:
         return _deny(gate, exc)

@@ -39,7 +39,7 @@ from .._errors import (
 )
 from ..verify.caller import Caller
 from ..verify.policy import CallerPolicy
-from . import _authorization, _current_gate, _verified
+from . import _authorization, _context, _current_gate, _verified
 
 if TYPE_CHECKING:  # pragma: no cover
     from rest_framework.request import Request
@@ -183,9 +183,12 @@ class IDTokenAuthentication(BaseAuthentication):
             caller = _verified(django_request, gate)
             if caller is None:
                 authorization, serverless = _authorization(django_request)
-                if not serverless and not _bearer(authorization):
+                context = _context(django_request, gate)
+                if not serverless and not _bearer(authorization) and not context["assertion"]:
                     return None  # no token, or another scheme (Basic...): not ours to judge
-                caller = gate.authenticate(authorization, serverless, policy=gate.default)
+                caller = gate.authenticate(
+                    authorization, serverless, policy=gate.default, **context
+                )
             else:
                 caller = gate.authorize(caller, gate.default)
         except S2SAuthError as exc:

@@ -154,8 +154,8 @@ class IDTokenInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         """The call's handler, wrapped to run only for a verified, allowed caller."""
-        gate = self.gate
-        policy = gate.route(METHOD, handler_call_details.method)
+        gate, method = self.gate, handler_call_details.method
+        policy = gate.route(METHOD, method)
         handler = continuation(handler_call_details)
         if policy is EXEMPT or handler is None:
             return handler
@@ -163,7 +163,7 @@ class IDTokenInterceptor(grpc.ServerInterceptor):
 
         def verified(context: grpc.ServicerContext) -> contextvars.Context:
             try:
-                caller = gate.authenticate(*headers, policy=policy)
+                caller = gate.authenticate(*headers, policy=policy, path=method)
             except S2SAuthError as exc:
                 context.abort(*refusal(gate, exc))
             # A context of its own: the caller is set for this RPC's handler only.

@@ -111,14 +111,14 @@ class IDTokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         """The call's handler once its caller is verified and allowed, else one that refuses."""
-        gate = self.gate
-        policy = gate.route(METHOD, handler_call_details.method)
+        gate, method = self.gate, handler_call_details.method
+        policy = gate.route(METHOD, method)
         handler = await continuation(handler_call_details)
         if policy is EXEMPT or handler is None:
             return handler
         headers = token_metadata(handler_call_details.invocation_metadata)
         try:
-            caller = await gate.aauthenticate(*headers, policy=policy)
+            caller = await gate.aauthenticate(*headers, policy=policy, path=method)
         except S2SAuthError as exc:
             code, detail = refusal(gate, exc)
 
