@@ -470,6 +470,9 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  stranger   {STRANGER}  (valid tokens, not let in)\n", file=out)
         outcomes = [_perform(call) for call in _calls(services, stack)]
         print("\n".join(_table(outcomes, glyphs)), file=out)
+        from . import _demo_aiohttp  # its own section; skipped when aiohttp is missing
+
+        others_failed = _demo_aiohttp.section(em, transport, out, glyphs)
         _print_counters(out, services, verifiers)
         fresh, cached = _verification_cost(em, asgi_url, transport)
         print("\nVerification cost (in-process, RS256, keys cached)", file=out)
@@ -482,7 +485,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
             print(f"\nAll {len(outcomes)} outcomes as expected.", file=out, flush=True)
         if args.keep_running:
             _keep_running(out, services)
-        return 1 if failed else 0
+        return 1 if failed or others_failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
