@@ -1,0 +1,430 @@
+"""s2sauth.aiohttp, both directions, against real servers on loopback.
+
+Client: the outbound contract suite (tests/test_outbound.py) through an
+``aiohttp.ClientSession`` with :class:`IDTokenMiddleware`, then aiohttp's own
+concerns: concurrency, headers already on the request, and a redirect matrix
+(other port, other host, https to http, 307 POST, target prefixes and paths that
+walk out of them, chains) in every header mode, served by aiohttp apps that record
+what each hop received.
+
+Server: the inbound contract suite (tests/test_inbound_adapters.py) against an
+aiohttp app behind :func:`id_token_middleware`, then sub-applications, the event
+loop staying free while keys are fetched, and aiohttp clients end to end.
+
+aiohttp runs on asyncio only, so the async tests here do too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import test_outbound
+from aiohttp import web
+from multidict import CIMultiDict
+from support import throwaway_tls
+from test_inbound_adapters import (
+    CALLER,
+    OPS,
+    STRANGER,
+)
+from test_outbound import AUTHZ, XSA, Call, Fetches, OutboundContract, Result, claims
+
+from s2sauth._errors import ConfigurationError
+from s2sauth._http import HTTPTransport
+from s2sauth.aiohttp import AccessTokenMiddleware, IDTokenMiddleware
+from s2sauth.emulator import Emulator
+from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
+
+MODES = [AUTHZ, XSA, "both"]
+
+# The outbound suite's fixtures, over this module's emulator and transport.
+provider = test_outbound.provider
+receiver = test_outbound.receiver
+other = test_outbound.other
+dead_provider = test_outbound.dead_provider
+
+
+@pytest.fixture(scope="module")
+def emulator(emulator_key: Any) -> Iterator[Emulator]:
+    """The emulator with a caller (the default account), a stranger and an operator."""
+    with Emulator((CALLER, STRANGER, OPS), signing_key=emulator_key) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def transport() -> Iterator[HTTPTransport]:
+    """One connection pool to the emulator for the module."""
+    pool = HTTPTransport()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """aiohttp runs on asyncio only."""
+    return "asyncio"
+
+
+# -- client: the contract ------------------------------------------------------------------
+
+
+async def _send(session: aiohttp.ClientSession, call: Call) -> Result:
+    async with session.request(call.method, call.url, data=call.data) as response:
+        await response.read()
+        return Result(response.status, len(response.history))
+
+
+class TestClientContract(OutboundContract):
+    """The outbound contract through ``ClientSession(middlewares=[IDTokenMiddleware(...)])``."""
+
+    def run(self, calls: Sequence[Call], **auth: Any) -> list[Result]:
+        async def main() -> list[Result]:
+            middleware = IDTokenMiddleware(**auth)
+            async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+                return [await _send(session, call) for call in calls]
+
+        return asyncio.run(main())
+
+    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
+        async def main() -> list[Result]:
+            middleware = AccessTokenMiddleware(provider=provider)
+            async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+                return [await _send(session, call) for call in calls]
+
+        return asyncio.run(main())
+
+
+# -- client: aiohttp recorders -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One request a recorder received."""
+
+    method: str
+    path: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    def tokens(self) -> list[str]:
+        """Every token header value received, both names, every copy."""
+        return self.headers.getall(AUTHZ, []) + self.headers.getall(XSA, [])
+
+
+class Recorder:
+    """An aiohttp app recording each request; any path with ``?u=URL&s=STATUS`` redirects."""
+
+    def __init__(self) -> None:
+        self.hops: list[Hop] = []
+        self.origin = ""
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._failed_once: set[str] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.hops.append(Hop(request.method, request.path, CIMultiDict(request.headers), body))
+        if "u" in request.query:
+            status = int(request.query.get("s", "302"))
+            return web.Response(status=status, headers={"Location": request.query["u"]})
+        if request.path.startswith("/401-once/") and request.path not in self._failed_once:
+            self._failed_once.add(request.path)
+            return web.Response(status=401)
+        return web.Response(text="ok")
+
+    def url(self, path: str = "/ok") -> str:
+        """An absolute URL on this recorder."""
+        return self.origin + path
+
+    def redirect(self, to: str, status: int = 302, path: str = "/to") -> str:
+        """A URL on this recorder (at ``path``) that redirects to ``to``."""
+        return self.url(f"{path}?s={status}&u={quote(to, safe='')}")
+
+
+@asynccontextmanager
+async def recording(
+    host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Recorder]:
+    """Serve a :class:`Recorder` on ``host`` (a free port), over TLS when given a context."""
+    recorder = Recorder()
+    runner = web.AppRunner(recorder.app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, 0, ssl_context=tls).start()
+    port = runner.addresses[0][1]
+    recorder.origin = f"{'https' if tls else 'http'}://{host}:{port}"
+    try:
+        yield recorder
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def client(
+    provider: IDTokenProvider, *, connector: aiohttp.BaseConnector | None = None, **options: Any
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session with the middleware built from ``options``."""
+    middleware = IDTokenMiddleware(provider=provider, **options)
+    async with aiohttp.ClientSession(middlewares=[middleware], connector=connector) as session:
+        yield session
+
+
+async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+    """``session.request`` with the body read and the connection released."""
+    method = kwargs.pop("method", "GET")
+    async with session.request(method, url, **kwargs) as response:
+        await response.read()
+        return response
+
+
+def audience(hop: Hop) -> str:
+    """The audience of the token a hop carried (the same in each header it came in)."""
+    (value,) = set(hop.tokens())
+    return str(claims(value)["aud"])
+
+
+def names(mode: str) -> list[str]:
+    """The token headers of a header mode."""
+    return {AUTHZ: [AUTHZ], XSA: [XSA], "both": [AUTHZ, XSA]}[mode]
+
+
+@pytest.mark.anyio
+class TestClient:
+    """aiohttp-specific client behaviour, with aiohttp recorders as the services called."""
+
+    async def test_200_concurrent_requests_one_fetch_per_audience(
+        self, emulator: Emulator, provider: IDTokenProvider
+    ) -> None:
+        """Concurrent requests to two audiences cause one metadata fetch per audience."""
+        fetches = Fetches(emulator)
+        async with recording() as one, recording("127.0.0.2") as two:
+            limited = aiohttp.TCPConnector(limit=10)
+            async with client(provider, connector=limited) as session:
+                responses = await asyncio.gather(
+                    *(get(session, (one if n % 2 else two).url()) for n in range(200))
+                )
+        assert [r.status for r in responses] == [200] * 200
+        assert fetches["identity"] == 2
+        assert {audience(hop) for hop in one.hops} == {one.origin}
+        assert {audience(hop) for hop in two.hops} == {two.origin}
+
+    @pytest.mark.parametrize("mode", MODES)
+    async def test_headers_already_there_are_replaced(
+        self, mode: str, provider: IDTokenProvider
+    ) -> None:
+        """Session defaults and copied auth headers, even repeated: only the adapter's leave."""
+        stale = [(AUTHZ, "Bearer copied"), (AUTHZ, "Basic dXNlcjpwYXNz"), (XSA, "Bearer old")]
+        defaults = {XSA: "Bearer session-default"}
+        async with recording() as service:
+            middleware = IDTokenMiddleware(provider=provider, header=mode)  # type: ignore[arg-type]
+            async with aiohttp.ClientSession(middlewares=[middleware], headers=defaults) as session:
+                await get(session, service.url(), headers=CIMultiDict(stale))
+        (hop,) = service.hops
+        assert [name for name in (AUTHZ, XSA) if name in hop.headers] == names(mode)
+        assert all(len(hop.headers.getall(name)) == 1 for name in names(mode))
+        assert audience(hop) == service.origin
+
+    async def test_headers_already_there_are_removed_where_no_token_goes(
+        self, provider: IDTokenProvider
+    ) -> None:
+        """A request outside ``targets`` leaves without any token header, even the caller's."""
+        stale = CIMultiDict([(AUTHZ, "Bearer copied"), (AUTHZ, "Bearer again"), (XSA, "Bearer x")])
+        async with recording() as service, recording("127.0.0.2") as target:
+            async with client(provider, targets=[target.origin]) as session:
+                await get(session, service.url(), headers=stale)
+        assert service.hops[0].tokens() == []
+
+    async def test_streamed_body_is_not_replayed(self, provider: IDTokenProvider) -> None:
+        """A 401 to a request whose body was a stream comes back as is: it cannot go twice."""
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"chunk"
+
+        async with recording() as service, client(provider) as session:
+            response = await get(session, service.url("/401-once/s"), method="POST", data=body())
+        assert response.status == 401
+        assert len(service.hops) == 1
+
+    async def test_401_retry_carries_a_fresh_token(
+        self, emulator: Emulator, provider: IDTokenProvider
+    ) -> None:
+        """The one retry after a 401 goes with a token fetched anew, the first one dropped."""
+        fetches = Fetches(emulator)
+        async with recording() as service, client(provider) as session:
+            assert (await get(session, service.url("/401-once/x"))).status == 200
+        assert [hop.path for hop in service.hops] == ["/401-once/x"] * 2
+        assert all(hop.tokens() for hop in service.hops)
+        assert fetches["identity"] == 2
+        assert provider.stats.fetches == 2
+
+    async def test_concurrent_chains_do_not_mix(self, provider: IDTokenProvider) -> None:
+        """A task being redirected elsewhere does not strip another task's request there."""
+        async with recording() as home, recording("127.0.0.2") as away:
+            async with client(provider, targets=[home.origin, away.origin]) as session:
+                await asyncio.gather(
+                    get(session, home.redirect(away.url("/landing"))),
+                    get(session, away.url("/direct")),
+                )
+        assert {hop.path: audience(hop) for hop in away.hops} == {
+            "/landing": away.origin,
+            "/direct": away.origin,
+        }
+
+    def test_bad_arguments(self) -> None:
+        """Bad header modes and targets raise ConfigurationError at construction."""
+        with pytest.raises(ConfigurationError):
+            IDTokenMiddleware(header="proxy-authorization")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            IDTokenMiddleware(targets="https://a.example")
+
+
+# -- client: the redirect matrix ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Net:
+    """The services a redirect can go between."""
+
+    a: Recorder  # http://127.0.0.1:P, where each chain starts
+    b: Recorder  # http://127.0.0.1:Q: another port
+    c: Recorder  # http://127.0.0.2:R: another host
+    s: Recorder  # https://127.0.0.1:T: TLS
+    ca: ssl.SSLContext  # trusts s
+
+    @property
+    def all(self) -> tuple[Recorder, ...]:
+        return (self.a, self.b, self.c, self.s)
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    """Four recorders: the start, another port, another host, and an https one."""
+    tls = throwaway_tls(tmp_path, ["127.0.0.1"])
+    async with recording() as a, recording() as b, recording("127.0.0.2") as c:
+        async with recording(tls=tls.server) as s:
+            yield Net(a, b, c, s, tls.client())
+
+
+# Each case: targets (or None), the URL to call and its method, and which hops may carry a
+# token, as (recorder, path) -> audience; every other hop must carry none.
+Expect = dict[tuple[str, str], str]
+CASES: dict[str, tuple[Any, ...]] = {
+    "same origin keeps": (
+        None,
+        lambda n: n.a.redirect(n.a.url("/landing")),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin, ("a", "/landing"): n.a.origin},
+    ),
+    "other port": (
+        None,
+        lambda n: n.a.redirect(n.b.url("/landing")),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "other host": (
+        None,
+        lambda n: n.a.redirect(n.c.url("/landing")),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "https to http": (
+        None,
+        lambda n: n.s.redirect(n.a.url("/landing")),
+        "GET",
+        lambda n: {("s", "/to"): n.s.origin},
+    ),
+    "307 POST elsewhere": (
+        None,
+        lambda n: n.a.redirect(n.c.url("/landing"), 307),
+        "POST",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "on within the other origin": (
+        None,
+        lambda n: n.a.redirect(n.b.redirect(n.b.url("/landing"))),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "back home after another origin": (
+        None,
+        lambda n: n.a.redirect(n.b.redirect(n.a.url("/landing"))),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "target sibling gets its own": (
+        lambda n: [n.a.origin, n.c.origin],
+        lambda n: n.a.redirect(n.c.url("/landing")),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin, ("c", "/landing"): n.c.origin},
+    ),
+    "non-target sibling": (
+        lambda n: [n.a.origin, n.c.origin],
+        lambda n: n.a.redirect(n.b.url("/landing")),
+        "GET",
+        lambda n: {("a", "/to"): n.a.origin},
+    ),
+    "inside the prefix": (
+        lambda n: [n.a.url("/v1/")],
+        lambda n: n.a.redirect(n.a.url("/v1/landing"), path="/v1/start"),
+        "GET",
+        lambda n: {("a", "/v1/start"): n.a.origin, ("a", "/v1/landing"): n.a.origin},
+    ),
+    **{
+        f"prefix walk-out {to}": (
+            lambda n: [n.a.url("/v1/")],
+            lambda n, to=to: n.a.redirect(to, path="/v1/start"),
+            "GET",
+            lambda n: {("a", "/v1/start"): n.a.origin},
+        )
+        for to in ("/v10", "/V1/x", "/v1/../admin", "/v1/%2e%2e/admin", "/v1/..%2fadmin")
+    },
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES)
+async def test_redirect_matrix(case: str, mode: str, net: Net, provider: IDTokenProvider) -> None:
+    """No token on a hop it was not issued for, in any header mode; its own token where due."""
+    targets, start, method, expect = CASES[case]
+    options: dict[str, Any] = {"header": mode}
+    if targets is not None:
+        options["targets"] = targets(net)
+    async with client(provider, connector=aiohttp.TCPConnector(ssl=net.ca), **options) as session:
+        response = await get(session, start(net), method=method, data=b"{}")
+    assert response.status == 200
+    assert response.history  # it was redirected
+    allowed: Expect = expect(net)
+    carried = {}
+    for label in ("a", "b", "c", "s"):
+        for hop in getattr(net, label).hops:
+            if hop.tokens():
+                assert [name for name in (AUTHZ, XSA) if name in hop.headers] == names(mode)
+                carried[(label, hop.path)] = audience(hop)
+    assert carried == allowed
+    if method == "POST":
+        (landed,) = net.c.hops
+        assert (landed.method, landed.body) == ("POST", b"{}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_redirect_followed_by_hand(mode: str, net: Net, provider: IDTokenProvider) -> None:
+    """``allow_redirects=False``, then the Location by hand: judged as the hop it is."""
+    async with client(provider, header=mode) as session:
+        first = await get(session, net.a.redirect(net.b.url("/landing")), allow_redirects=False)
+        assert first.status == 302
+        await get(session, first.headers["Location"])
+        await get(session, net.b.url("/direct"))  # a request of its own: its own token
+    assert [(hop.path, bool(hop.tokens())) for hop in net.b.hops] == [
+        ("/landing", False),
+        ("/direct", True),
+    ]
