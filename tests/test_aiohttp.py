@@ -17,9 +17,10 @@ aiohttp runs on asyncio only, so the async tests here do too.
 from __future__ import annotations
 
 import asyncio
+import io
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,25 @@ from aiohttp import web
 from multidict import CIMultiDict
 from support import throwaway_tls
 from test_inbound_adapters import (
+    AUDIENCE,
     CALLER,
     OPS,
     STRANGER,
+    InboundContract,
+    make_verifier,
 )
 from test_outbound import AUTHZ, XSA, Call, Fetches, OutboundContract, Result, claims
 
-from s2sauth._errors import ConfigurationError
+from s2sauth._errors import ConfigurationError, S2SAuthError
 from s2sauth._http import HTTPTransport
-from s2sauth.aiohttp import AccessTokenMiddleware, IDTokenMiddleware
+from s2sauth.aiohttp import AccessTokenMiddleware, IDTokenMiddleware, id_token_middleware
+from s2sauth.cli._demo_aiohttp import section, serve_aiohttp
+from s2sauth.cli.demo import _Glyphs, bind
 from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
+from s2sauth.tokens.sources import MetadataServerSource
+from s2sauth.verify.policy import Rule
+from s2sauth.verify.verifier import Verifier
 
 MODES = [AUTHZ, XSA, "both"]
 
@@ -428,3 +437,161 @@ async def test_redirect_followed_by_hand(mode: str, net: Net, provider: IDTokenP
         ("/landing", False),
         ("/direct", True),
     ]
+
+
+# -- server ----------------------------------------------------------------------------------
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.json_response({"email": request["caller"].email})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def aiohttp_app(verifier: Verifier, **options: Any) -> web.Application:
+    """``/hello`` (default allow-list), ``/admin`` (ops only), ``/healthz`` (no token)."""
+    middleware = id_token_middleware(
+        verifier=verifier, exempt=["/healthz"], rules=[Rule("/admin", [OPS])], **options
+    )
+    app = web.Application(middlewares=[middleware])
+    for path, handler in (("/hello", _hello), ("/admin", _hello), ("/healthz", _healthz)):
+        app.router.add_get(path, handler)
+    return app
+
+
+class TestServerContract(InboundContract):
+    """The inbound contract for ``id_token_middleware``, the app served by aiohttp."""
+
+    @staticmethod
+    @contextmanager
+    def serve(verifier: Verifier) -> Iterator[str]:
+        """Serve the aiohttp app on a thread of its own."""
+        with serve_aiohttp(aiohttp_app(verifier), bind()) as url:
+            yield url
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on this event loop, on a free loopback port; yields the origin."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def as_account(emulator: Emulator, transport: HTTPTransport, account: str) -> IDTokenProvider:
+    """A provider minting tokens for ``account`` (fixed audience: the contract's)."""
+    return IDTokenProvider(MetadataServerSource(account, host=emulator.host, transport=transport))
+
+
+@pytest.mark.anyio
+class TestServer:
+    """aiohttp-specific server behaviour, with aiohttp clients."""
+
+    async def test_end_to_end_with_aiohttp_clients(
+        self, emulator: Emulator, transport: HTTPTransport
+    ) -> None:
+        """Caller 200, stranger 403, no token 401, in every header mode of the client."""
+        verifier = make_verifier(emulator, "standard", transport)
+        caller = as_account(emulator, transport, CALLER)
+        stranger = as_account(emulator, transport, STRANGER)
+        async with serving(aiohttp_app(verifier)) as url:
+            got = []
+            for who, mode in [(caller, AUTHZ), (caller, XSA), (caller, "both"), (stranger, AUTHZ)]:
+                async with client(who, audience=AUDIENCE, header=mode) as session:
+                    response = await get(session, url + "/hello")
+                    got.append((response.status, await response.json()))
+            async with aiohttp.ClientSession() as session:
+                anonymous = await get(session, url + "/hello")
+        assert got[:3] == [(200, {"email": CALLER})] * 3
+        assert got[3][0] == 403 and got[3][1]["reason"] == "caller_not_allowed"
+        assert anonymous.status == 401
+        assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="s2sauth"'
+
+    async def test_keys_down_with_an_aiohttp_client(
+        self, emulator: Emulator, transport: HTTPTransport
+    ) -> None:
+        """No keys to be had: 503 with Retry-After, never a 200."""
+        verifier = make_verifier(emulator, "keys_down", transport)
+        caller = as_account(emulator, transport, CALLER)
+        async with serving(aiohttp_app(verifier)) as url:
+            async with client(caller, audience=AUDIENCE) as session:
+                response = await get(session, url + "/hello")
+        assert response.status == 503
+        assert int(response.headers["Retry-After"]) > 0
+
+    async def test_sub_application_matches_its_own_paths(
+        self, emulator: Emulator, transport: HTTPTransport
+    ) -> None:
+        """On a sub-app at /api, exempt and rules are written as the sub-app's routes are."""
+        verifier = make_verifier(emulator, "standard", transport)
+        root = web.Application()
+        root.router.add_get("/healthz", _healthz)
+        root.add_subapp("/api", aiohttp_app(verifier))
+        token = emulator.mint(AUDIENCE, account=CALLER)
+        ops = emulator.mint(AUDIENCE, account=OPS)
+        async with serving(root) as url, aiohttp.ClientSession() as session:
+
+            async def status(path: str, token: str | None = None) -> int:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                return (await get(session, url + path, headers=headers)).status
+
+            assert await status("/api/healthz") == 200
+            assert await status("/api/hello") == 401
+            assert await status("/api/hello", token) == 200
+            assert await status("/api/admin", token) == 403
+            assert await status("/api/admin", ops) == 200
+            assert await status("/api/missing") == 401  # no route enumeration without a token
+            assert await status("/healthz") == 200  # the root app is not protected here
+
+    async def test_key_fetch_does_not_block_the_loop(
+        self, emulator: Emulator, transport: HTTPTransport
+    ) -> None:
+        """While a slow key fetch is under way, the same loop keeps serving other requests."""
+        verifier = make_verifier(emulator, "standard", transport)  # no keys yet
+        token = emulator.mint(AUDIENCE, account=CALLER)
+        emulator.inject("certs", delay=1.0)
+        try:
+            async with serving(aiohttp_app(verifier)) as url, aiohttp.ClientSession() as session:
+                before = emulator.counters["jwks"]
+                headers = {"Authorization": f"Bearer {token}"}
+                protected = asyncio.ensure_future(get(session, url + "/hello", headers=headers))
+                while emulator.counters["jwks"] == before:  # the fetch has started
+                    await asyncio.sleep(0.005)
+                assert (await get(session, url + "/healthz")).status == 200
+                assert not protected.done()
+                assert (await protected).status == 200
+        finally:
+            emulator.clear_faults()
+
+    async def test_on_error_answers_instead(
+        self, emulator: Emulator, transport: HTTPTransport
+    ) -> None:
+        """``on_error`` gets the request and the error, and its response is sent."""
+        verifier = make_verifier(emulator, "standard", transport)
+        seen: list[str] = []
+
+        async def on_error(request: web.Request, error: S2SAuthError) -> web.StreamResponse:
+            seen.append(error.reason)
+            return web.Response(status=418, text="teapot")
+
+        async with serving(aiohttp_app(verifier, on_error=on_error)) as url:
+            async with aiohttp.ClientSession() as session:
+                response = await get(session, url + "/hello")
+        assert response.status == 418
+        assert seen == ["missing_token"]
+
+
+def test_demo_section(emulator: Emulator, transport: HTTPTransport) -> None:
+    """The demo's aiohttp part: every outcome as expected, nothing failed."""
+    out = io.StringIO()
+    assert section(emulator, transport, out, _Glyphs("ok", "XX", "u")) == 0
+    text = out.getvalue()
+    assert "All 4 aiohttp outcomes as expected." in text
+    assert text.count(" ok\n") == 4
+    assert "eyJ" not in text
