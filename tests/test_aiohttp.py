@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import io
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -595,3 +597,18 @@ def test_demo_section(emulator: Emulator, transport: HTTPTransport) -> None:
     assert "All 4 aiohttp outcomes as expected." in text
     assert text.count(" ok\n") == 4
     assert "eyJ" not in text
+
+
+def test_missing_aiohttp_names_the_extra() -> None:
+    """Importing the adapter without aiohttp says which extra to install."""
+    code = "import sys; sys.modules['aiohttp'] = None; import s2sauth.aiohttp"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "pip install 's2sauth[aiohttp]'" in result.stderr
+
+
+def test_client_side_import_leaves_the_server_out() -> None:
+    """``import s2sauth.aiohttp`` does not import aiohttp.web: a client pays for no server."""
+    code = "import sys, s2sauth.aiohttp; print('aiohttp.web' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

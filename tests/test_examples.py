@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from s2sauth._http import HTTPTransport
+from s2sauth.cli._demo_aiohttp import serve_aiohttp
 from s2sauth.cli.demo import CALLER, STRANGER, bind, serve_asgi, serve_wsgi
 from s2sauth.emulator import Emulator
 from s2sauth.httpx import IDTokenAuth
@@ -33,8 +34,9 @@ SERVERS = {
     "server_fastapi": serve_asgi,
     "server_flask": serve_wsgi,
     "server_wsgi": serve_wsgi,
+    "aiohttp_server": serve_aiohttp,
 }
-CLIENTS = ("client_requests", "client_httpx", "client_httpx_async")
+CLIENTS = ("client_requests", "client_httpx", "client_httpx_async", "aiohttp_client")
 CLOUD_RUN_CALLER = EXAMPLES / "cloudrun" / "caller.py"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 
