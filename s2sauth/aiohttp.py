@@ -75,7 +75,8 @@ _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 @dataclass(frozen=True, slots=True)
 class _Hop(Generic[K]):
-    url: str  # the request this middleware last sent in this task
+    request: int  # id() of the request this middleware last sent in this task
+    url: str  # and its URL
     key: K | None  # the token it carried
     next: str | None  # where a request continuing the chain goes, if anywhere
 
@@ -91,14 +92,14 @@ class _BearerMiddleware(Generic[K]):
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send ``request`` with the token it may carry; retry once on a 401 to a fresh token."""
         url = str(request.url)
-        key = self._key(url)
+        key = self._key(request, url)
         headers = request.headers
         self._rules.strip(headers)  # the adapter owns both token headers, on every hop
         if key is not None:
             self._rules.attach(headers, await self._provider.atoken(key))
         # Should this hop fail and be sent again (aiohttp retries a dropped keep-alive
         # connection), the repeat continues the chain with the same decision.
-        self._last.set(_Hop(url, key, url))
+        self._last.set(_Hop(id(request), url, key, url))
         response = await handler(request)
         if response.status == 401 and key is not None and _replayable(request):
             rejected = self._rules.rejected(401, url, headers)
@@ -108,12 +109,16 @@ class _BearerMiddleware(Generic[K]):
                 response.release()
                 self._rules.attach(headers, await self._provider.atoken(key))
                 response = await handler(request)
-        self._last.set(_Hop(url, key, _location(request, response)))
+        self._last.set(_Hop(id(request), url, key, _location(request, response)))
         return response
 
-    def _key(self, url: str) -> K | None:
+    def _key(self, request: ClientRequest, url: str) -> K | None:
         last = self._last.get()
-        if last is None or last.next is None or not _same_resource(last.next, url):
+        if last is None:
+            return self._rules.key_for(url)
+        if last.request == id(request) and last.url == url:
+            return last.key  # the same hop sent again, by a middleware outside this one
+        if last.next is None or not _same_resource(last.next, url):
             return self._rules.key_for(url)
         action = self._rules.redirect(last.url, url)
         if action is Redirect.STRIP:

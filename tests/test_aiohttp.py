@@ -147,9 +147,10 @@ class Recorder:
         if "u" in request.query:
             status = int(request.query.get("s", "302"))
             return web.Response(status=status, headers={"Location": request.query["u"]})
-        if request.path.startswith("/401-once/") and request.path not in self._failed_once:
+        status = int(request.path[1:4]) if request.path[:9] in ("/401-once", "/503-once") else 0
+        if status and request.path not in self._failed_once:
             self._failed_once.add(request.path)
-            return web.Response(status=401)
+            return web.Response(status=status)
         return web.Response(text="ok")
 
     def url(self, path: str = "/ok") -> str:
@@ -288,6 +289,26 @@ class TestClient:
             "/landing": away.origin,
             "/direct": away.origin,
         }
+
+    async def test_hop_sent_again_by_an_outer_middleware(self, provider: IDTokenProvider) -> None:
+        """A retry middleware outside ours re-sends a stripped hop: still without a token."""
+
+        async def retry(
+            request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+        ) -> aiohttp.ClientResponse:
+            response = await handler(request)
+            if response.status == 503:
+                response.release()
+                response = await handler(request)
+            return response
+
+        async with recording() as home, recording("127.0.0.2") as away:
+            middlewares = [retry, IDTokenMiddleware(provider=provider, header="both")]
+            async with aiohttp.ClientSession(middlewares=middlewares) as session:
+                response = await get(session, home.redirect(away.url("/503-once/x")))
+        assert response.status == 200
+        assert [(hop.path, hop.tokens()) for hop in away.hops] == [("/503-once/x", [])] * 2
+        assert home.hops[0].tokens()
 
     def test_bad_arguments(self) -> None:
         """Bad header modes and targets raise ConfigurationError at construction."""
