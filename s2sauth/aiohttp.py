@@ -31,13 +31,22 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 try:
     from aiohttp import ClientRequest, ClientResponse, payload
+    from multidict import CIMultiDict
     from yarl import URL
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("s2sauth.aiohttp needs aiohttp: pip install 's2sauth[aiohttp]'") from exc
@@ -78,7 +87,32 @@ class _Hop(Generic[K]):
     request: int  # id() of the request this middleware last sent in this task
     url: str  # and its URL
     key: K | None  # the token it carried
+    clean: bool  # whether its own token headers were removed first (a hop judged elsewhere)
     next: str | None  # where a request continuing the chain goes, if anywhere
+
+
+class _Headers(MutableMapping[str, str]):
+    """aiohttp's multidict headers as a plain mapping: removing a name removes every copy."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: CIMultiDict[str]) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._headers[name] = value  # replaces every copy
+
+    def __delitem__(self, name: str) -> None:
+        del self._headers[name]  # removes every copy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
 
 
 class _BearerMiddleware(Generic[K]):
@@ -92,14 +126,17 @@ class _BearerMiddleware(Generic[K]):
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send ``request`` with the token it may carry; retry once on a 401 to a fresh token."""
         url = str(request.url)
-        key = self._key(request, url)
-        headers = request.headers
-        self._rules.strip(headers)  # the adapter owns both token headers, on every hop
+        key, clean = self._judge(request, url)
+        headers = _Headers(request.headers)
+        if clean:
+            # aiohttp rebuilds each hop from the caller's headers: what a hop to elsewhere
+            # must not carry comes back on every later hop, and goes again each time.
+            self._rules.strip(headers)
         if key is not None:
             self._rules.attach(headers, await self._provider.atoken(key))
         # Should this hop fail and be sent again (aiohttp retries a dropped keep-alive
         # connection), the repeat continues the chain with the same decision.
-        self._last.set(_Hop(id(request), url, key, url))
+        self._last.set(_Hop(id(request), url, key, clean, url))
         response = await handler(request)
         if response.status == 401 and key is not None and _replayable(request):
             rejected = self._rules.rejected(401, url, headers)
@@ -109,21 +146,22 @@ class _BearerMiddleware(Generic[K]):
                 response.release()
                 self._rules.attach(headers, await self._provider.atoken(key))
                 response = await handler(request)
-        self._last.set(_Hop(id(request), url, key, _location(request, response)))
+        self._last.set(_Hop(id(request), url, key, clean, _location(request, response)))
         return response
 
-    def _key(self, request: ClientRequest, url: str) -> K | None:
+    def _judge(self, request: ClientRequest, url: str) -> tuple[K | None, bool]:
+        # (the key to attach a token for, whether to remove both token headers first)
         last = self._last.get()
         if last is None:
-            return self._rules.key_for(url)
+            return self._rules.key_for(url), False
         if last.request == id(request) and last.url == url:
-            return last.key  # the same hop sent again, by a middleware outside this one
+            return last.key, last.clean  # the same hop sent again, by a middleware outside
         if last.next is None or not _same_resource(last.next, url):
-            return self._rules.key_for(url)
+            return self._rules.key_for(url), False
         action = self._rules.redirect(last.url, url)
-        if action is Redirect.STRIP:
-            return None
-        return last.key if action is Redirect.KEEP else self._rules.key_for(url)
+        if action is Redirect.KEEP:
+            return last.key, last.clean
+        return (self._rules.key_for(url) if action is Redirect.REISSUE else None), True
 
 
 def _location(request: ClientRequest, response: ClientResponse) -> str | None:
