@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import Any
 
-MODULES = ("bench_verify", "bench_outbound", "bench_middleware", "bench_aiohttp")
+MODULES = ("bench_verify", "bench_outbound", "bench_middleware", "bench_django", "bench_aiohttp")
 
 
 def _format(rows: list[dict[str, Any]]) -> str:

@@ -275,10 +275,9 @@ def _attach_costs(emulator: Any, url: str, quick: bool) -> list[dict[str, Any]]:
     request = httpx.Request("GET", url)
     response = httpx.Response(200, request=request)
 
-    def httpx_cycle() -> None:  # what the client runs per request: flow, hook, flow end
+    def httpx_cycle() -> None:  # what the client runs per request: the whole flow
         flow = httpx_auth.sync_auth_flow(request)
         next(flow)
-        httpx_auth.redirect_hook(request)
         with contextlib.suppress(StopIteration):
             flow.send(response)
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import os
 
-import httpx
-
-from s2sauth.httpx import IDTokenAuth
+from s2sauth.httpx import Client, IDTokenAuth
 
 TARGET_URL = os.environ.get("TARGET_URL", "http://127.0.0.1:8000/")
 
@@ -28,7 +26,8 @@ def main() -> None:
     """Call TARGET_URL once and print the status and body."""
     # "both": behind Cloud Run IAM, which checks X-Serverless-Authorization (and strips
     # its signature), Authorization still reaches the receiver intact for it to verify.
-    with httpx.Client(auth=IDTokenAuth(header="both"), timeout=10) as client:
+    # s2sauth's Client is an httpx.Client that judges every redirect hop, as this mode needs.
+    with Client(auth=IDTokenAuth(header="both"), timeout=10) as client:
         response = client.get(TARGET_URL)
     print(response.status_code, response.text)
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-import httpx
-
-from s2sauth.httpx import IDTokenAuth
+from s2sauth.httpx import AsyncClient, IDTokenAuth
 
 TARGET_URL = os.environ.get("TARGET_URL", "http://127.0.0.1:8000/")
 
@@ -30,7 +28,8 @@ async def main() -> None:
     """Call TARGET_URL three times at once and print each status and body."""
     # "both": behind Cloud Run IAM, which checks X-Serverless-Authorization (and strips
     # its signature), Authorization still reaches the receiver intact for it to verify.
-    async with httpx.AsyncClient(auth=IDTokenAuth(header="both"), timeout=10) as client:
+    # s2sauth's AsyncClient is an httpx.AsyncClient that judges every redirect hop.
+    async with AsyncClient(auth=IDTokenAuth(header="both"), timeout=10) as client:
         responses = await asyncio.gather(*(client.get(TARGET_URL) for _ in range(3)))
     for response in responses:
         print(response.status_code, response.text)

@@ -8,7 +8,9 @@ asyncio/trio tasks await (see :func:`~s2sauth._http.wait_future`), so a thread
 and a task asking together still share one fetch.
 
 Blocking work for async callers, and refresh-ahead work for anyone, runs on a
-small shared thread pool; the event loop never does I/O.
+small thread pool of the flight's own job (:data:`TOKENS` or :data:`KEYS`), so
+that a hung metadata server cannot hold up key fetches, nor the other way round;
+the event loop never does I/O.
 """
 
 from __future__ import annotations
@@ -26,24 +28,42 @@ V = TypeVar("V")
 
 logger = logging.getLogger("s2sauth")
 
-_executor_lock = threading.Lock()
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
+#: The pool of outbound token fetches (metadata server, ADC). Its size also bounds how
+#: many token fetches for async callers and background refreshes run at once.
+TOKENS = "tokens"
+#: The pool of inbound key fetches: never shared with token fetches.
+KEYS = "keys"
+_POOL_SIZES = {TOKENS: 4, KEYS: 4}
+
+_pools_lock = threading.Lock()
+_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 
-def _shared_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=8, thread_name_prefix="s2sauth"
+def pool(name: str) -> concurrent.futures.Executor:
+    """The thread pool of one job (:data:`TOKENS` or :data:`KEYS`), started on first use."""
+    with _pools_lock:
+        executor = _pools.get(name)
+        if executor is None:
+            executor = _pools[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_POOL_SIZES[name], thread_name_prefix=f"s2sauth-{name}"
             )
-        return _executor
+        return executor
 
 
 class SingleFlight(Generic[K, V]):
-    """Coalesce concurrent calls per key across threads and asyncio/trio tasks."""
+    """Coalesce concurrent calls per key across threads and asyncio/trio tasks.
 
-    def __init__(self) -> None:
+    Args:
+        executor: where work for async callers and background calls runs; by
+            default the pool named ``pool_name``.
+        pool_name: :data:`TOKENS` or :data:`KEYS`.
+    """
+
+    def __init__(
+        self, *, pool_name: str = TOKENS, executor: concurrent.futures.Executor | None = None
+    ) -> None:
+        self._executor = executor
+        self._pool_name = pool_name
         self._lock = threading.Lock()
         self._calls: dict[K, concurrent.futures.Future[V]] = {}
 
@@ -96,27 +116,35 @@ class SingleFlight(Generic[K, V]):
             return future, True
 
     def _submit(self, key: K, future: concurrent.futures.Future[V], fn: Callable[[], V]) -> None:
+        executor = self._executor if self._executor is not None else pool(self._pool_name)
         try:
-            _shared_executor().submit(self._complete, key, future, fn)
+            executor.submit(self._complete, key, future, fn)
         except BaseException as exc:
             # No worker could start ("can't start new thread"): release the claim and
             # wake every waiter, or the key would stay claimed by a call that never runs.
-            with self._lock:
-                del self._calls[key]
+            # The work item may still be queued and run later: _complete then sees its
+            # future finished and does nothing.
+            self._release(key, future)
             future.set_exception(exc)
             raise
 
     def _complete(self, key: K, future: concurrent.futures.Future[V], fn: Callable[[], V]) -> None:
+        if future.done():  # given up on when its worker could not start
+            return
         try:
             result = fn()
         except BaseException as exc:
-            with self._lock:
-                del self._calls[key]
+            self._release(key, future)
             future.set_exception(exc)
         else:
-            with self._lock:
-                del self._calls[key]
+            self._release(key, future)
             future.set_result(result)
+
+    def _release(self, key: K, future: concurrent.futures.Future[V]) -> None:
+        # Only the claim's owner removes it: a later call may hold the key by now.
+        with self._lock:
+            if self._calls.get(key) is future:
+                del self._calls[key]
 
 
 def _log_background_failure(future: concurrent.futures.Future[Any]) -> None:

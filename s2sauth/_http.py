@@ -9,7 +9,10 @@ standard library's ``http.client`` over a small per-origin connection pool:
   notion of proxies), which is what metadata-server calls require;
 * it never follows redirects;
 * it is never the user's client, so the user's hooks, base URL and proxies
-  cannot apply to token or key fetches.
+  cannot apply to token or key fetches;
+* a request's ``timeout`` is wall-clock time for the whole exchange, not per
+  read: a server that trickles bytes, or never closes, is cut off when it is
+  spent, and a reply body over :data:`MAX_BODY` bytes is refused.
 
 Connection failures and timeouts become :class:`TransportError`; the cores turn
 that into their own public errors.
@@ -20,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http.client
+import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +35,13 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
-#: Seconds a single request may take before it counts as a timeout.
+#: Seconds a single request may take, wall clock, before it counts as a timeout.
 DEFAULT_TIMEOUT = 3.0
+#: Most seconds spent opening a connection, inside a request's own timeout: whatever
+#: answers at all (a metadata server, a keys endpoint) accepts a connection at once.
+CONNECT_TIMEOUT = 3.0
+#: Largest reply body read, in bytes (tokens and key sets are a few KiB).
+MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class HTTPRequest:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    #: Seconds the whole exchange may take, wall clock: connecting, sending, reading.
     timeout: float = DEFAULT_TIMEOUT
 
 
@@ -117,26 +128,31 @@ class HTTPTransport:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        conn, reused = self._checkout(origin, request.timeout)
+        deadline = time.monotonic() + request.timeout
+        conn, reused = self._checkout(origin, deadline)
         try:
             try:
-                response = self._send(conn, request, target)
+                response = self._send(conn, request, target, deadline)
             except _STALE_CONNECTION_ERRORS:
-                if not reused:
+                if not reused or time.monotonic() >= deadline:
                     raise
                 # The pooled connection had been closed by the server while idle;
                 # the request never reached it, so one fresh attempt is safe.
                 conn.close()
-                conn, reused = self._connect(origin, request.timeout), False
-                response = self._send(conn, request, target)
-        except TimeoutError as exc:
+                conn, reused = self._connect(origin, deadline), False
+                response = self._send(conn, request, target, deadline)
+        except _BodyTooLarge as exc:
             conn.close()
+            raise TransportError(
+                f"the reply from {parts.netloc} is larger than {MAX_BODY} bytes"
+            ) from exc
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            conn.close()
+            if time.monotonic() < deadline and not isinstance(exc, TimeoutError):
+                raise TransportError(f"could not reach {parts.netloc}: {exc}") from exc
             raise TransportError(
                 f"timed out after {request.timeout:g}s talking to {parts.netloc}", timeout=True
             ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"could not reach {parts.netloc}: {exc}") from exc
         except UnicodeEncodeError as exc:
             # Not quoted back: the offending header value may well hold a credential.
             conn.close()
@@ -156,29 +172,46 @@ class HTTPTransport:
         _close_idle(self._idle, self._lock)
 
     def _send(
-        self, conn: http.client.HTTPConnection, request: HTTPRequest, target: str
+        self, conn: http.client.HTTPConnection, request: HTTPRequest, target: str, deadline: float
     ) -> HTTPResponse:
-        conn.request(request.method, target, body=request.body, headers=dict(request.headers))
-        raw = conn.getresponse()
-        body = raw.read()
-        headers = {name.lower(): value for name, value in raw.getheaders()}
+        if conn.sock is None:
+            conn.connect()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        assert conn.sock is not None
+        conn.sock.settimeout(remaining)
+        # The socket timeout bounds each read; the watchdog bounds them all together,
+        # by shutting the socket when the deadline passes (a blocked read then returns).
+        watchdog = threading.Timer(remaining, _shut, (conn.sock,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request(request.method, target, body=request.body, headers=dict(request.headers))
+            raw = conn.getresponse()
+            body = raw.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise _BodyTooLarge
+            headers = {name.lower(): value for name, value in raw.getheaders()}
+        finally:
+            watchdog.cancel()
+        if time.monotonic() >= deadline:
+            raise TimeoutError  # cut off by the watchdog: what was read may be partial
         return HTTPResponse(status=raw.status, headers=headers, body=body)
 
     def _checkout(
-        self, origin: tuple[str, str, int], timeout: float
+        self, origin: tuple[str, str, int], deadline: float
     ) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
             pool = self._idle.get(origin)
             conn = pool.pop() if pool else None
         if conn is None:
-            return self._connect(origin, timeout), False
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+            return self._connect(origin, deadline), False
         return conn, True
 
-    def _connect(self, origin: tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, origin: tuple[str, str, int], deadline: float) -> http.client.HTTPConnection:
         scheme, host, port = origin
+        timeout = max(0.001, min(CONNECT_TIMEOUT, deadline - time.monotonic()))
         if scheme == "https":
             context = self._ssl_context or ssl.create_default_context()
             return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
@@ -194,6 +227,17 @@ class HTTPTransport:
                     pool.append(conn)
                     return
         conn.close()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
 
 
 def _close_idle(

@@ -5,11 +5,17 @@ library's request objects and the rules here:
 
 * which token a URL gets (:meth:`Rules.key_for`): the audience derived from
   the URL's origin, a fixed one, or one computed by a callable, and none at
-  all for a URL outside the ``targets`` allow-list;
-* which headers carry it (:data:`HEADER_MODES`);
+  all for a URL outside the ``targets`` allow-list. A credential goes only
+  where it was issued for: a fixed URL audience implies ``targets=[its
+  origin]``, a custom (non-URL) audience needs ``targets``, and access tokens
+  go only to Google API hosts (:data:`GOOGLE_APIS`) unless ``targets`` says otherwise;
+* which headers carry it (:data:`HEADER_MODES`), replacing any token header
+  the request already carried (:meth:`Rules.attach`);
 * what happens to those headers when a response redirects elsewhere
   (:meth:`Rules.redirect`): kept on the same origin, dropped on another
-  one, and replaced by a fresh token when the other origin is an explicit target.
+  one, and replaced by a fresh token when the other origin is an explicit target;
+* whether a client that follows redirects out of the adapter's sight keeps
+  every token where it belongs by its own rules (:meth:`Rules.safe_unjudged`).
 
 A *key* is what a provider caches tokens by: an audience for ID tokens, a
 scope set for access tokens.
@@ -46,6 +52,8 @@ HEADER_MODES: Mapping[str, tuple[str, ...]] = {
 Audience: TypeAlias = "str | Callable[[str], str] | None"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Where access tokens may go unless ``targets`` says otherwise: Google's API hosts.
+GOOGLE_APIS = ("https://*.googleapis.com",)
 
 
 class Provider(Protocol[K_contra]):
@@ -91,25 +99,35 @@ def origin(url: str) -> str | None:
 
 
 class _Target:
-    """One ``targets`` entry: an origin, or an origin plus a path prefix."""
+    """One ``targets`` entry: an origin, an origin plus a path prefix, or ``https://*.domain``."""
 
     def __init__(self, spec: object) -> None:
         parts = urlsplit(spec) if isinstance(spec, str) else None
-        self.origin = origin(spec) if isinstance(spec, str) else None
+        # "https://*.googleapis.com": any host below the domain, https on port 443 only.
+        self.suffix = ""
+        if parts is not None and parts.scheme == "https" and parts.netloc.startswith("*."):
+            domain = parts.netloc[1:].lower()
+            if "." in domain[1:] and ":" not in domain and parts.path in ("", "/"):
+                self.suffix = domain
+        self.origin = origin(spec) if isinstance(spec, str) and not self.suffix else None
         if (
             parts is None
-            or self.origin is None
+            or (self.origin is None and not self.suffix)
             or parts.query
             or parts.fragment
             or "@" in (parts.netloc)
         ):
             raise ConfigurationError(
-                f"bad target {spec!r}: give an origin such as 'https://callee-xyz.a.run.app' "
-                "or a URL prefix such as 'https://api.example.com/v1/' (no user, query or fragment)"
+                f"bad target {spec!r}: give an origin such as 'https://callee-xyz.a.run.app', "
+                "a URL prefix such as 'https://api.example.com/v1/', or 'https://*.example.com' "
+                "(no user, query or fragment)"
             )
         self.path = parts.path if parts.path not in ("", "/") else ""
 
     def allows(self, url_origin: str, path: str) -> bool:
+        if self.suffix:
+            host = url_origin.removeprefix("https://")
+            return host != url_origin and ":" not in host and host.endswith(self.suffix)
         if url_origin != self.origin:
             return False
         if not self.path:
@@ -201,8 +219,39 @@ class Rules(Generic[K]):
         key = self.key_for(url) if sent else None
         return None if key is None or sent is None else (key, sent)
 
+    def safe_unjudged(self, url: str) -> bool:
+        """Whether a token for ``url`` stays where it belongs with a client that follows
+        redirects out of the adapter's sight, dropping ``Authorization`` on leaving the
+        origin and nothing else (httpx's own rule).
+
+        That holds when the token travels in ``Authorization`` alone, every URL of the
+        origin would get the same token, and no redirect can upgrade ``http://host`` to
+        ``https://host`` (where httpx keeps ``Authorization``, on port 80 only).
+        """
+        if self.header_names != (AUTHORIZATION,) or not self._origin_wide_key():
+            return False
+        url_origin, parts = origin(url), urlsplit(url)
+        if url_origin is None or url_origin.startswith("http:") and (parts.port or 80) == 80:
+            return False
+        if self.targets is None:
+            return True
+        path = parts.path or "/"
+        return any(t.allows(url_origin, path) and not t.path for t in self.targets)
+
+    def _origin_wide_key(self) -> bool:
+        return True
+
     def attach(self, headers: MutableMapping[str, str], token: str) -> None:
-        """Put ``Bearer <token>`` in each header of the mode."""
+        """Put ``Bearer <token>`` in each header of the mode.
+
+        The adapter owns the token headers: an ``X-Serverless-Authorization`` the
+        request already carried (copied from an incoming request by a proxying
+        service, say) is replaced or removed, or Cloud Run would check that one
+        instead. In the ``x-serverless-authorization`` mode ``Authorization`` is the
+        callee's own business and is left as it is.
+        """
+        if X_SERVERLESS_AUTHORIZATION not in self.header_names:
+            headers.pop(X_SERVERLESS_AUTHORIZATION, None)
         value = f"Bearer {token}"
         for name in self.header_names:
             headers[name] = value
@@ -229,8 +278,13 @@ class IDTokenRules(Rules[str]):
         header: as :class:`Rules`.
         targets: as :class:`Rules`.
 
+    A fixed URL audience implies ``targets=[its origin]``: the token is good for
+    that service only, so only that origin gets it. A fixed audience that is not
+    a URL (a custom audience) names no origin, so ``targets`` must.
+
     Raises:
-        ConfigurationError: as :class:`Rules`, or ``audience`` is not one of those.
+        ConfigurationError: as :class:`Rules`, ``audience`` is not one of those, or a
+            custom audience comes without ``targets``.
     """
 
     def __init__(
@@ -240,12 +294,23 @@ class IDTokenRules(Rules[str]):
         header: str = "authorization",
         targets: Iterable[str] | None = None,
     ) -> None:
-        super().__init__(header=header, targets=targets)
         if not (audience is None or callable(audience) or _non_empty(audience)):
             raise ConfigurationError(
                 f"audience must be None, a non-empty string or a callable, not {audience!r}"
             )
+        if isinstance(audience, str) and targets is None:
+            implied = origin(audience.strip())
+            if implied is None:
+                raise ConfigurationError(
+                    f"the custom audience {audience!r} names no origin to send its token to: "
+                    "pass targets=[...] with the URLs of the services that accept it"
+                )
+            targets = [implied]
+        super().__init__(header=header, targets=targets)
         self.audience = audience
+
+    def _origin_wide_key(self) -> bool:
+        return not callable(self.audience)
 
     def _key(self, url: str) -> str:
         if isinstance(self.audience, str):
@@ -266,12 +331,18 @@ class IDTokenRules(Rules[str]):
 class AccessTokenRules(Rules[tuple[str, ...]]):
     """:class:`Rules` for access tokens: ``Authorization`` only, the key is the scope set.
 
+    An access token is good for every Google API the account may use, so it goes
+    only to :data:`GOOGLE_APIS` unless ``targets`` names other places.
+
     Raises:
-        ConfigurationError: ``scopes`` is empty or holds something other than strings.
+        ConfigurationError: ``scopes`` is empty or holds something other than strings,
+            or ``targets`` is malformed.
     """
 
-    def __init__(self, scopes: Sequence[str] | str) -> None:
-        super().__init__()
+    def __init__(
+        self, scopes: Sequence[str] | str, *, targets: Iterable[str] | None = None
+    ) -> None:
+        super().__init__(targets=GOOGLE_APIS if targets is None else targets)
         items = (scopes,) if isinstance(scopes, str) else tuple(scopes)
         if not items or not all(_non_empty(s) for s in items):
             raise ConfigurationError(f"scopes must be one or more non-empty strings: {scopes!r}")

@@ -238,13 +238,17 @@ class IDTokenMiddleware(_BearerMiddleware[str]):
 class AccessTokenMiddleware(_BearerMiddleware[tuple[str, ...]]):
     """Attach an OAuth access token, for calling Google APIs with the service's identity.
 
+    An access token is good for every Google API the account may use, so it goes only
+    to Google API hosts (``https://*.googleapis.com``) unless ``targets`` says otherwise.
+
     Args:
         scopes: the OAuth scopes the token is for.
         provider: an :class:`~s2sauth.tokens.provider.AccessTokenProvider`; the shared
             :func:`~s2sauth.tokens.provider.default_access_provider` by default.
+        targets: origins, URL prefixes or ``https://*.domain`` patterns that get a token.
 
     Raises:
-        ConfigurationError: ``scopes`` is empty.
+        ConfigurationError: ``scopes`` is empty, or ``targets`` is malformed.
         TokenFetchError: (when sending) no token could be had; nothing is sent.
     """
 
@@ -253,8 +257,9 @@ class AccessTokenMiddleware(_BearerMiddleware[tuple[str, ...]]):
         scopes: Sequence[str] | str = DEFAULT_SCOPES,
         *,
         provider: Provider[tuple[str, ...]] | None = None,
+        targets: Iterable[str] | None = None,
     ) -> None:
-        rules = AccessTokenRules(scopes)
+        rules = AccessTokenRules(scopes, targets=targets)
         super().__init__(rules, provider if provider is not None else default_access_provider())
 
 

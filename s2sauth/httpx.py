@@ -10,46 +10,60 @@
 Tokens come from a shared :class:`~s2sauth.tokens.provider.IDTokenProvider`:
 the metadata server on Google Cloud, Application Default Credentials elsewhere.
 
-No token leaves its origin. httpx follows redirects inside the client, out of
-the auth flow's sight, and drops only ``Authorization`` on the way; so
-:class:`IDTokenAuth` also has a request event hook that drops both token
-headers on a redirect to another origin (and gives a fresh token to an origin
-listed in ``targets``). The clients from :func:`id_token_client` and
-:func:`id_token_async_client` install it; on a client you build yourself with
-``follow_redirects=True``, add ``event_hooks={"request": [auth.redirect_hook]}``
-(``auth.aredirect_hook`` for an ``AsyncClient``).
+No token goes where it was not issued for, on any hop. httpx follows redirects
+inside the client, out of an auth flow's sight, copying every header but
+``Authorization`` to the next hop. So:
+
+* :class:`Client` and :class:`AsyncClient` (which :func:`id_token_client` and
+  :func:`id_token_async_client` build) follow redirects one hop at a time,
+  each through the auth flow, which judges the hop: the token headers stay on
+  the same origin and audience, are dropped elsewhere, and a hop to another
+  origin listed in ``targets`` gets a token of its own. Any header mode, any
+  ``targets``.
+* On a client you build yourself (``httpx.Client(auth=IDTokenAuth())``) the
+  auth attaches a token only where httpx's own rule keeps it in place: in
+  ``Authorization`` alone, with the same token good for the whole origin, and no
+  ``http://host`` to ``https://host`` upgrade in reach. Any other configuration
+  (``X-Serverless-Authorization``, URL-prefix ``targets``, an audience per path)
+  raises :class:`~s2sauth.ConfigurationError` at first use, before anything is
+  sent: use :class:`Client`/:class:`AsyncClient` for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Generator, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 try:
     import httpx
+    from httpx import USE_CLIENT_DEFAULT
+    from httpx._client import UseClientDefault  # the type of USE_CLIENT_DEFAULT
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("s2sauth.httpx needs httpx: pip install 's2sauth[httpx]'") from exc
 
-from ._outbound import (
-    X_SERVERLESS_AUTHORIZATION,
-    AccessTokenRules,
-    Audience,
-    HeaderMode,
-    IDTokenRules,
-    Provider,
-    origin,
-)
+from ._errors import ConfigurationError
+from ._outbound import AccessTokenRules, Audience, HeaderMode, IDTokenRules, Provider, origin
 from ._outbound import Rules as _Rules
 from .tokens.provider import DEFAULT_SCOPES, default_access_provider, default_provider
 
-__all__ = ["AccessTokenAuth", "IDTokenAuth", "id_token_async_client", "id_token_client"]
+__all__ = [
+    "AccessTokenAuth",
+    "AsyncClient",
+    "Client",
+    "IDTokenAuth",
+    "id_token_async_client",
+    "id_token_client",
+]
 
 K = TypeVar("K", bound=Hashable)
 logger = logging.getLogger("s2sauth")
 # Request extension: the httpx.URL the request's token headers were decided for. httpx
 # copies extensions into each redirect request, so a hop can tell where it came from.
 _ISSUED_FOR = "s2sauth.issued_for"
+# Request extension set by Client/AsyncClient: every hop of this request passes
+# through the auth flow, which judges it.
+_HOPS_JUDGED = "s2sauth.hops_judged"
 
 
 class _BearerAuth(httpx.Auth, Generic[K]):
@@ -85,38 +99,30 @@ class _BearerAuth(httpx.Auth, Generic[K]):
                 self._rules.attach(retry.headers, await self._provider.atoken(key))
             yield retry
 
-    def redirect_hook(self, request: httpx.Request) -> None:
-        """Request event hook for a ``Client`` that follows redirects: guard each hop."""
-        if (key := self._hop(request)) is not None:
-            self._rules.attach(request.headers, self._provider.token(key))
-
-    async def aredirect_hook(self, request: httpx.Request) -> None:
-        """Request event hook for an ``AsyncClient`` that follows redirects: guard each hop."""
-        if (key := self._hop(request)) is not None:
-            self._rules.attach(request.headers, await self._provider.atoken(key))
-
     def _begin(self, request: httpx.Request, *, first: bool) -> K | None:
         url, previous = str(request.url), request.extensions.get(_ISSUED_FOR)
         request.extensions[_ISSUED_FOR] = request.url
         if first and previous is not None and str(previous) != url:
-            # A redirect sent on by hand: client.send(response.next_request).
+            # A hop of a redirect, sent on by Client/AsyncClient or by hand
+            # (client.send(response.next_request)): judged here.
             return self._rules.follow(str(previous), url, request.headers)
-        return self._rules.key_for(url)
-
-    def _hop(self, request: httpx.Request) -> K | None:
-        previous = request.extensions.get(_ISSUED_FOR)
-        if previous is None or previous is request.url:  # not a redirect: the flow just decided
-            return None
-        request.extensions[_ISSUED_FOR] = request.url
-        return self._rules.follow(str(previous), str(request.url), request.headers)
+        key = self._rules.key_for(url)
+        if (
+            key is not None
+            and not request.extensions.get(_HOPS_JUDGED)
+            and not self._rules.safe_unjudged(url)
+        ):
+            raise ConfigurationError(
+                f"{type(self).__name__} with this configuration needs a client that lets it "
+                "judge every redirect hop: httpx.Client follows redirects out of its sight and "
+                "copies X-Serverless-Authorization (and, on the same origin, Authorization) to "
+                "each hop. Use s2sauth.httpx.Client / AsyncClient (or id_token_client / "
+                "id_token_async_client) in place of httpx.Client; nothing was sent"
+            )
+        return key
 
     def _after(self, response: httpx.Response) -> tuple[K, str] | None:
         # Says which (key, token) a 401 rejected, when one retry of the hop it answered is due.
-        if response.history and any(_leaked(hop.request) for hop in (*response.history, response)):
-            logger.warning(
-                "X-Serverless-Authorization followed a redirect to another origin: use "
-                "id_token_client() or add event_hooks={'request': [auth.redirect_hook]}"
-            )
         final = response.request
         if response.status_code != 401 or not isinstance(final.stream, httpx.ByteStream):
             return None  # not rejected, or a streamed body that cannot be sent twice
@@ -126,33 +132,37 @@ class _BearerAuth(httpx.Auth, Generic[K]):
         return rejected
 
 
-def _leaked(request: httpx.Request) -> bool:
-    issued_for = request.extensions.get(_ISSUED_FOR)
-    if issued_for is None or X_SERVERLESS_AUTHORIZATION not in request.headers:
-        return False
-    return origin(str(issued_for)) != origin(str(request.url))
-
-
 class IDTokenAuth(_BearerAuth[str]):
     """Attach an ID token to each request: ``httpx.Client(auth=IDTokenAuth())``.
 
     Works with ``Client`` and ``AsyncClient`` (the async flow never blocks the
     event loop). On a 401 the token is dropped from the cache and the request is
-    sent once more with a new one, when its body is in memory.
+    sent once more with a new one, when its body is in memory. With a header mode
+    other than ``"authorization"``, URL-prefix ``targets`` or an audience
+    callable, use it on :class:`Client`/:class:`AsyncClient`, which let it judge
+    every redirect hop (see the module docstring).
 
     Args:
         audience: ``None`` for each request URL's origin (what Cloud Run accepts), a
-            string, or a callable given the URL.
+            string, or a callable given the URL. A fixed URL audience sends its token
+            only to its own origin unless ``targets`` says otherwise.
         provider: an :class:`~s2sauth.tokens.provider.IDTokenProvider`; the shared
             :func:`~s2sauth.tokens.provider.default_provider` by default.
         header: ``"authorization"``, ``"x-serverless-authorization"`` or ``"both"``.
         targets: origins (``"https://callee-xyz.a.run.app"``) or URL prefixes
             (``"https://api.example.com/v1/"``) that get a token; other requests go
-            without one. ``None``: every request gets one.
+            without one. ``None``: every request gets one (the audience's origin, for
+            a fixed audience).
 
     Raises:
-        ConfigurationError: a bad ``audience``, ``header`` or ``targets``.
+        ConfigurationError: a bad ``audience``, ``header`` or ``targets``, or a custom
+            (non-URL) audience without ``targets``; at first use, a configuration
+            that a plain ``httpx`` client cannot keep in place (nothing is sent).
         TokenFetchError: (when sending) no token could be had; nothing is sent.
+
+    .. versionchanged:: 0.2
+       A fixed audience implies its ``targets``; ``redirect_hook`` is gone: the
+       clients of this module judge every hop, and a plain client fails closed.
     """
 
     def __init__(
@@ -170,13 +180,18 @@ class IDTokenAuth(_BearerAuth[str]):
 class AccessTokenAuth(_BearerAuth[tuple[str, ...]]):
     """Attach an OAuth access token, for calling Google APIs with the service's identity.
 
+    An access token is good for every Google API the account may use, so it goes
+    only to ``https://*.googleapis.com`` unless ``targets`` names other places.
+
     Args:
         scopes: the OAuth scopes the token is for.
         provider: an :class:`~s2sauth.tokens.provider.AccessTokenProvider`; the shared
             :func:`~s2sauth.tokens.provider.default_access_provider` by default.
+        targets: origins, URL prefixes or ``"https://*.domain"`` patterns that get the
+            token (for a private Google API endpoint, say).
 
     Raises:
-        ConfigurationError: ``scopes`` is empty.
+        ConfigurationError: ``scopes`` is empty, or ``targets`` is malformed.
         TokenFetchError: (when sending) no token could be had; nothing is sent.
     """
 
@@ -185,9 +200,91 @@ class AccessTokenAuth(_BearerAuth[tuple[str, ...]]):
         scopes: Sequence[str] | str = DEFAULT_SCOPES,
         *,
         provider: Provider[tuple[str, ...]] | None = None,
+        targets: Iterable[str] | None = None,
     ) -> None:
-        rules = AccessTokenRules(scopes)
+        rules = AccessTokenRules(scopes, targets=targets)
         super().__init__(rules, provider if provider is not None else default_access_provider())
+
+
+class Client(httpx.Client):
+    """An ``httpx.Client`` that follows redirects one hop at a time, each through its auth.
+
+    A drop-in for ``httpx.Client``: with :class:`IDTokenAuth` or
+    :class:`AccessTokenAuth` as its ``auth``, every hop of a redirect is judged
+    before it is sent, in every header mode and with any ``targets``.
+    ``history``, ``max_redirects`` and ``follow_redirects`` (per client or per
+    request) behave as in httpx.
+    """
+
+    def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        """Send ``request``, following redirects through the auth flow when asked to."""
+        follow = (
+            self.follow_redirects
+            if isinstance(follow_redirects, UseClientDefault)
+            else follow_redirects
+        )
+        request.extensions[_HOPS_JUDGED] = True
+        history: list[httpx.Response] = []
+        while True:
+            response = super().send(request, stream=stream, auth=auth, follow_redirects=False)
+            hop = _next_hop(response, history, self.max_redirects) if follow else None
+            if hop is None:
+                response.history = history
+                return response
+            response.read()
+            request = hop
+
+
+class AsyncClient(httpx.AsyncClient):
+    """:class:`Client` for asyncio and trio: an ``httpx.AsyncClient`` judging every hop."""
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        """Send ``request``, following redirects through the auth flow when asked to."""
+        follow = (
+            self.follow_redirects
+            if isinstance(follow_redirects, UseClientDefault)
+            else follow_redirects
+        )
+        request.extensions[_HOPS_JUDGED] = True
+        history: list[httpx.Response] = []
+        while True:
+            response = await super().send(request, stream=stream, auth=auth, follow_redirects=False)
+            hop = _next_hop(response, history, self.max_redirects) if follow else None
+            if hop is None:
+                response.history = history
+                return response
+            await response.aread()
+            request = hop
+
+
+def _next_hop(
+    response: httpx.Response, history: list[httpx.Response], max_redirects: int
+) -> httpx.Request | None:
+    # The redirect to follow, or None when the response is the final one. httpx built
+    # next_request (method, body, Host, cookies); the auth flow judges its token headers.
+    hop = response.next_request
+    if hop is None:
+        return None
+    response.history = list(history)
+    history.append(response)
+    if len(history) > max_redirects:
+        response.close()
+        raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=hop)
+    return hop
 
 
 def id_token_client(
@@ -197,8 +294,8 @@ def id_token_client(
     targets: Iterable[str] | None = None,
     provider: Provider[str] | None = None,
     **client_kwargs: Any,
-) -> httpx.Client:
-    """An ``httpx.Client`` that sends ID tokens, with the redirect hook installed.
+) -> Client:
+    """A :class:`Client` with :class:`IDTokenAuth`: ID tokens, every redirect hop judged.
 
     Takes :class:`IDTokenAuth`'s arguments; the rest go to ``httpx.Client``.
 
@@ -206,8 +303,7 @@ def id_token_client(
         ConfigurationError: as :class:`IDTokenAuth`.
     """
     auth = IDTokenAuth(audience, provider=provider, header=header, targets=targets)
-    hooks = _with_hook(client_kwargs.pop("event_hooks", None), auth.redirect_hook)
-    return httpx.Client(auth=auth, event_hooks=hooks, **client_kwargs)
+    return Client(auth=auth, **client_kwargs)
 
 
 def id_token_async_client(
@@ -217,21 +313,11 @@ def id_token_async_client(
     targets: Iterable[str] | None = None,
     provider: Provider[str] | None = None,
     **client_kwargs: Any,
-) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` that sends ID tokens, with the redirect hook installed.
-
-    Takes :class:`IDTokenAuth`'s arguments; the rest go to ``httpx.AsyncClient``.
+) -> AsyncClient:
+    """An :class:`AsyncClient` with :class:`IDTokenAuth` (see :func:`id_token_client`).
 
     Raises:
         ConfigurationError: as :class:`IDTokenAuth`.
     """
     auth = IDTokenAuth(audience, provider=provider, header=header, targets=targets)
-    hooks = _with_hook(client_kwargs.pop("event_hooks", None), auth.aredirect_hook)
-    return httpx.AsyncClient(auth=auth, event_hooks=hooks, **client_kwargs)
-
-
-def _with_hook(event_hooks: Mapping[str, list[Any]] | None, hook: Any) -> dict[str, list[Any]]:
-    # Ours runs last, so it sees the headers the user's own hooks left.
-    hooks = dict(event_hooks or {})
-    hooks["request"] = [*hooks.get("request", ()), hook]
-    return hooks
+    return AsyncClient(auth=auth, **client_kwargs)

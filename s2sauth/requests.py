@@ -7,10 +7,12 @@
 
 or ``session.auth = IDTokenAuth()`` on any session. On a 401 the token is
 dropped from the provider's cache and the request sent once more (when its
-body is bytes or text). No token leaves its origin: a redirect elsewhere drops
-both token headers (requests itself drops only ``Authorization``), and a
-session from :func:`id_token_session` gives an origin listed in ``targets`` a
-fresh token of its own.
+body is bytes or text). No token goes where it was not issued for, on any hop
+and in any session: requests runs the auth's response hook before it copies a
+request for the next hop, and the hook drops both token headers on a hop
+elsewhere (requests itself drops only ``Authorization``, and keeps it on an
+``http`` to ``https`` upgrade); a session from :func:`id_token_session` also
+gives an origin listed in ``targets`` a fresh token of its own.
 """
 
 from __future__ import annotations
@@ -92,10 +94,12 @@ class IDTokenAuth(_BearerAuth[str]):
         provider: an ``IDTokenProvider``; the shared ``default_provider()`` by default.
         header: ``"authorization"``, ``"x-serverless-authorization"`` or ``"both"``.
         targets: origins (``"https://callee-xyz.a.run.app"``) or URL prefixes
-            (``"https://api.example.com/v1/"``) that get a token; ``None``: all.
+            (``"https://api.example.com/v1/"``) that get a token; ``None``: all (the
+            audience's own origin, for a fixed audience).
 
     Raises:
-        ConfigurationError: a bad ``audience``, ``header`` or ``targets``.
+        ConfigurationError: a bad ``audience``, ``header`` or ``targets``, or a custom
+            (non-URL) audience without ``targets``.
         TokenFetchError: (when sending) no token could be had; nothing is sent.
     """
 
@@ -114,13 +118,18 @@ class IDTokenAuth(_BearerAuth[str]):
 class AccessTokenAuth(_BearerAuth[tuple[str, ...]]):
     """Attach an OAuth access token, to call Google APIs as the service's account.
 
+    An access token is good for every Google API the account may use, so it goes
+    only to ``https://*.googleapis.com`` unless ``targets`` names other places.
+
     Args:
         scopes: the OAuth scopes the token is for.
         provider: an ``AccessTokenProvider``; the shared ``default_access_provider()``
             by default.
+        targets: origins, URL prefixes or ``"https://*.domain"`` patterns that get the
+            token (for a private Google API endpoint, say).
 
     Raises:
-        ConfigurationError: ``scopes`` is empty.
+        ConfigurationError: ``scopes`` is empty, or ``targets`` is malformed.
         TokenFetchError: (when sending) no token could be had; nothing is sent.
     """
 
@@ -129,9 +138,10 @@ class AccessTokenAuth(_BearerAuth[tuple[str, ...]]):
         scopes: Sequence[str] | str = DEFAULT_SCOPES,
         *,
         provider: Provider[tuple[str, ...]] | None = None,
+        targets: Iterable[str] | None = None,
     ) -> None:
         provider = provider if provider is not None else default_access_provider()
-        super().__init__(AccessTokenRules(scopes), provider)
+        super().__init__(AccessTokenRules(scopes, targets=targets), provider)
 
 
 class _Session(requests.Session):

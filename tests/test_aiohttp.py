@@ -17,12 +17,11 @@ aiohttp runs on asyncio only, so the async tests here do too.
 from __future__ import annotations
 
 import asyncio
-import io
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,9 @@ from test_outbound import AUTHZ, XSA, Call, Fetches, OutboundContract, Result, c
 from s2sauth._errors import ConfigurationError, S2SAuthError
 from s2sauth._http import HTTPTransport
 from s2sauth.aiohttp import AccessTokenMiddleware, IDTokenMiddleware, id_token_middleware
-from s2sauth.cli._demo_aiohttp import section, serve_aiohttp
-from s2sauth.cli.demo import _Glyphs, bind
+from s2sauth.cli import _demo_aiohttp as demo_aiohttp
+from s2sauth.cli._demo_aiohttp import serve_aiohttp
+from s2sauth.cli.demo import bind
 from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
 from s2sauth.tokens.sources import MetadataServerSource
@@ -105,9 +105,11 @@ class TestClientContract(OutboundContract):
 
         return asyncio.run(main())
 
-    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
+    def run_access(
+        self, calls: Sequence[Call], provider: AccessTokenProvider, targets: Sequence[str]
+    ) -> list[Result]:
         async def main() -> list[Result]:
-            middleware = AccessTokenMiddleware(provider=provider)
+            middleware = AccessTokenMiddleware(provider=provider, targets=targets)
             async with aiohttp.ClientSession(middlewares=[middleware]) as session:
                 return [await _send(session, call) for call in calls]
 
@@ -535,7 +537,7 @@ class TestServer:
         async with serving(aiohttp_app(verifier)) as url:
             got = []
             for who, mode in [(caller, AUTHZ), (caller, XSA), (caller, "both"), (stranger, AUTHZ)]:
-                async with client(who, audience=AUDIENCE, header=mode) as session:
+                async with client(who, audience=AUDIENCE, header=mode, targets=[url]) as session:
                     response = await get(session, url + "/hello")
                     got.append((response.status, await response.json()))
             async with aiohttp.ClientSession() as session:
@@ -552,7 +554,7 @@ class TestServer:
         verifier = make_verifier(emulator, "keys_down", transport)
         caller = as_account(emulator, transport, CALLER)
         async with serving(aiohttp_app(verifier)) as url:
-            async with client(caller, audience=AUDIENCE) as session:
+            async with client(caller, audience=AUDIENCE, targets=[url]) as session:
                 response = await get(session, url + "/hello")
         assert response.status == 503
         assert int(response.headers["Retry-After"]) > 0
@@ -619,14 +621,15 @@ class TestServer:
         assert seen == ["missing_token"]
 
 
-def test_demo_section(emulator: Emulator, transport: HTTPTransport) -> None:
-    """The demo's aiohttp part: every outcome as expected, nothing failed."""
-    out = io.StringIO()
-    assert section(emulator, transport, out, _Glyphs("ok", "XX", "u")) == 0
-    text = out.getvalue()
-    assert "All 4 aiohttp outcomes as expected." in text
-    assert text.count(" ok\n") == 4
-    assert "eyJ" not in text
+def test_demo_calls(emulator: Emulator, transport: HTTPTransport) -> None:
+    """The demo's aiohttp service and calls: every outcome the expected one."""
+    caller = as_account(emulator, transport, CALLER)
+    stranger = as_account(emulator, transport, STRANGER)
+    with ExitStack() as stack:
+        url = stack.enter_context(demo_aiohttp.serve(bind(), emulator.jwks_url, CALLER, transport))
+        calls = demo_aiohttp.calls(url, caller, stranger, stack)
+        assert [call.send() for call in calls] == [call.expected for call in calls]
+    assert [call.expected for call in calls] == [200, 200, 401, 403]
 
 
 def test_missing_aiohttp_names_the_extra() -> None:

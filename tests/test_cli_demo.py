@@ -14,11 +14,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from s2sauth.cli import main
+from s2sauth.cli import _demo_aiohttp, _demo_django, main
 from s2sauth.cli.demo import CALLER, bind
 
 # A table row: client, target, caller, expected status, got, time, mark.
-ROW = re.compile(r"^  (requests|httpx|httpx async)\s+(starlette|flask)\s+.*?\s(\d{3})\s+(\S+)\s+")
+ROW = re.compile(
+    r"^  (requests|httpx|httpx async|aiohttp)\s+(starlette|flask|django|aiohttp)\s+"
+    r".*?\s(\d{3})\s+(\S+)\s+"
+)
+# Three more calls, to a Django service, when Django is installed; four to an aiohttp one.
+EXPECTED_ROWS = (
+    11 + (3 if _demo_django.available() else 0) + (4 if _demo_aiohttp.available() else 0)
+)
 OK_MARKS = ("\u2713", "ok")
 CURL = re.compile(r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)')
 
@@ -37,12 +44,12 @@ def _subprocess_env() -> dict[str, str]:
 
 def _assert_all_expected(output: str) -> None:
     rows = _rows(output)
-    assert len(rows) == 11, output
+    assert len(rows) == EXPECTED_ROWS, output
     assert all(expected == got for expected, got in rows), output
     assert {expected for expected, _ in rows} == {"200", "401", "403"}
     marked = [line for line in output.splitlines() if ROW.match(line)]
     assert all(line.rstrip().endswith(OK_MARKS) for line in marked), output
-    assert "All 11 outcomes as expected." in output
+    assert f"All {EXPECTED_ROWS} outcomes as expected." in output
 
 
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,7 +58,8 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert status == 0, out
     _assert_all_expected(out)
-    assert "token provider (caller):  2 fetches" in out
+    audiences = 2 + _demo_django.available() + _demo_aiohttp.available()  # one per service
+    assert f"token provider (caller):  {audiences} fetches" in out
     assert "verifier (starlette):" in out and "key fetch" in out
     assert re.search(r"first time:\s+[\d.]+ (\u00b5|u)s", out)
     assert "eyJ" not in out  # no token is printed without --keep-running

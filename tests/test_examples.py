@@ -37,6 +37,8 @@ SERVERS = {
     "aiohttp_server": serve_aiohttp,
 }
 CLIENTS = ("client_requests", "client_httpx", "client_httpx_async", "aiohttp_client")
+# Served in a subprocess: each configures Django's process-wide settings.
+DJANGO_SERVERS = ("server_django",)
 CLOUD_RUN_CALLER = EXAMPLES / "cloudrun" / "caller.py"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 
@@ -100,7 +102,7 @@ def _client_env(emulator: Emulator, target: str) -> dict[str, str]:
 def test_every_example_is_tested() -> None:
     """Each Python file in examples/ is one this module runs."""
     found = {path.stem for path in EXAMPLES.glob("*.py")}
-    assert found == set(SERVERS) | set(CLIENTS)
+    assert found == set(SERVERS) | set(CLIENTS) | set(DJANGO_SERVERS)
     assert sorted(p.name for p in (EXAMPLES / "cloudrun").glob("*.py")) == ["caller.py"]
 
 
@@ -179,3 +181,47 @@ def test_cloud_run_caller_relays_the_receivers_answer(emulator: Emulator, receiv
             process.communicate(timeout=30)
     assert report["status"] == 200
     assert httpx.Response(200, content=report["body"]).json() == {"hello": CALLER}
+
+
+@pytest.mark.parametrize("server", ["waitress", "uvicorn"])
+def test_django_server_lets_in_only_the_allowed_caller(
+    server: str, emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """examples/server_django.py, under waitress and uvicorn: 200, 401, 403, health check open."""
+    pytest.importorskip("django")
+    with bind() as sock:
+        port = sock.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    if server == "waitress":
+        command = [
+            "-m",
+            "waitress",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--call",
+            "server_django:wsgi",
+        ]
+    else:
+        command = ["-m", "uvicorn", "--factory", "server_django:asgi", "--port", str(port)]
+        command += ["--lifespan", "off", "--log-level", "warning"]
+    env = _client_env(emulator, origin) | _server_env(emulator, origin)
+    env["PYTHONPATH"] = str(EXAMPLES.parent)  # this checkout's s2sauth, whatever is installed
+    with subprocess.Popen(
+        [sys.executable, *command], cwd=EXAMPLES, env=env, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            _wait_until_listening(port, process)
+            with httpx.Client(trust_env=False, timeout=10) as client:
+                allowed = client.get(origin + "/", auth=_auth(emulator, transport))
+                anonymous = client.get(origin + "/")
+                stranger = client.get(origin + "/", auth=_auth(emulator, transport, STRANGER))
+                health = client.get(origin + "/healthz")
+        finally:
+            process.terminate()
+            _, log = process.communicate(timeout=30)
+    assert (allowed.status_code, allowed.json()) == (200, {"hello": CALLER})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="s2sauth"'
+    assert stranger.status_code == 403
+    assert (health.status_code, health.text) == (200, "ok")
+    assert "rejected: caller_not_allowed" in log  # the refusal is logged where operators look

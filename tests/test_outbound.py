@@ -234,8 +234,10 @@ class OutboundContract:
         """Make ``calls`` in order through one client built with ``auth`` (IDTokenAuth kwargs)."""
         raise NotImplementedError
 
-    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
-        """Make ``calls`` through one client with AccessTokenAuth."""
+    def run_access(
+        self, calls: Sequence[Call], provider: AccessTokenProvider, targets: Sequence[str]
+    ) -> list[Result]:
+        """Make ``calls`` through one client with ``AccessTokenAuth(targets=targets)``."""
         raise NotImplementedError
 
     @pytest.mark.parametrize("mode", [AUTHZ, XSA, "both"])
@@ -254,9 +256,12 @@ class OutboundContract:
             "explicit": "https://callee.example",
             "callable": lambda url: "aud:" + urlsplit(url).path,
         }[audience]
-        assert self.run([Call(receiver.url())], audience=arg, header=mode, provider=provider) == [
-            Result(200, 0)
-        ]
+        # A fixed audience sends its token only to its own origin unless targets says more.
+        targets = [receiver.origin] if audience == "explicit" else None
+        results = self.run(
+            [Call(receiver.url())], audience=arg, header=mode, provider=provider, targets=targets
+        )
+        assert results == [Result(200, 0)]
         (seen,) = receiver.seen
         names = {AUTHZ: [AUTHZ], XSA: [XSA], "both": [AUTHZ, XSA]}[mode]
         assert [name for name in (AUTHZ, XSA) if name in seen.headers] == names
@@ -437,7 +442,7 @@ class OutboundContract:
         provider = AccessTokenProvider(
             MetadataServerSource(host=emulator.host, transport=transport)
         )
-        results = self.run_access([Call(receiver.url())] * 3, provider)
+        results = self.run_access([Call(receiver.url())] * 3, provider, [receiver.origin])
         assert [r.status for r in results] == [200] * 3
         assert {s.headers[AUTHZ] for s in receiver.seen} == {
             f"Bearer {provider.token(('https://www.googleapis.com/auth/cloud-platform',))}"
@@ -457,10 +462,12 @@ class TestRequests(OutboundContract):
             session.trust_env = False
             return [_requests_call(session, call) for call in calls]
 
-    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
+    def run_access(
+        self, calls: Sequence[Call], provider: AccessTokenProvider, targets: Sequence[str]
+    ) -> list[Result]:
         with requests.Session() as session:
             session.trust_env = False
-            session.auth = s2s_requests.AccessTokenAuth(provider=provider)
+            session.auth = s2s_requests.AccessTokenAuth(provider=provider, targets=targets)
             return [_requests_call(session, call) for call in calls]
 
     def test_64_threads_one_fetch_per_audience(
@@ -545,8 +552,10 @@ class TestHttpxSync(OutboundContract):
         with s2s_httpx.id_token_client(**auth, follow_redirects=True, trust_env=False) as client:
             return [_httpx_result(client.request(c.method, c.url, content=c.data)) for c in calls]
 
-    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
-        auth = s2s_httpx.AccessTokenAuth(provider=provider)
+    def run_access(
+        self, calls: Sequence[Call], provider: AccessTokenProvider, targets: Sequence[str]
+    ) -> list[Result]:
+        auth = s2s_httpx.AccessTokenAuth(provider=provider, targets=targets)
         with httpx.Client(auth=auth, trust_env=False) as client:
             return [_httpx_result(client.request(c.method, c.url, content=c.data)) for c in calls]
 
@@ -556,7 +565,7 @@ class TestHttpxSync(OutboundContract):
     ) -> None:
         """Without follow_redirects, sending response.next_request strips both headers."""
         auth = s2s_httpx.IDTokenAuth(provider=provider, header=mode)
-        with httpx.Client(auth=auth, trust_env=False) as client:
+        with s2s_httpx.Client(auth=auth, trust_env=False) as client:
             response = client.get(receiver.redirect(other.url("/landing")))
             assert response.status_code == 302 and response.next_request is not None
             assert client.send(response.next_request).status_code == 200
@@ -569,31 +578,50 @@ class TestHttpxSync(OutboundContract):
         """Sending next_request on by hand to another target attaches a token for it."""
         targets = [receiver.origin, other.origin]
         auth = s2s_httpx.IDTokenAuth(provider=provider, header="both", targets=targets)
-        with httpx.Client(auth=auth, trust_env=False) as client:
+        with s2s_httpx.Client(auth=auth, trust_env=False) as client:
             response = client.get(receiver.redirect(other.url("/landing")))
             assert response.next_request is not None
             client.send(response.next_request)
         (landed,) = other.seen
         assert claims(landed.headers[XSA])["aud"] == other.origin
 
-    def test_unguarded_client_warns_about_the_leak(
-        self,
-        caplog: pytest.LogCaptureFixture,
-        provider: IDTokenProvider,
-        receiver: Receiver,
-        other: Receiver,
+    @pytest.mark.parametrize(
+        "auth",
+        [
+            {"header": XSA},
+            {"header": "both"},
+            {"targets": ["PREFIX"]},
+            {"audience": "CALLABLE"},
+        ],
+    )
+    def test_plain_client_fails_closed_where_httpx_cannot_keep_the_token(
+        self, auth: dict[str, Any], provider: IDTokenProvider, receiver: Receiver, other: Receiver
     ) -> None:
-        """A client following redirects without the hook: httpx leaks the header; we say so."""
-        auth = s2s_httpx.IDTokenAuth(provider=provider, header=XSA)
-        with httpx.Client(auth=auth, follow_redirects=True, trust_env=False) as client:
-            client.get(receiver.redirect(other.url("/landing")))
-        assert XSA in other.seen[0].headers  # httpx's own behaviour, hence the hook
-        assert "redirect_hook" in caplog.text
+        """A hand-built httpx.Client cannot judge hops: such configurations raise, send nothing."""
+        if auth.get("targets") == ["PREFIX"]:
+            auth = {"targets": [receiver.url("/v1/")]}
+        if auth.get("audience") == "CALLABLE":
+            auth = {"audience": lambda url: "aud:" + urlsplit(url).path}
+        guard = s2s_httpx.IDTokenAuth(provider=provider, **auth)
+        with httpx.Client(auth=guard, follow_redirects=True, trust_env=False) as client:
+            with pytest.raises(ConfigurationError, match="s2sauth.httpx.Client"):
+                client.get(receiver.redirect(other.url("/landing")).replace("/redirect", "/v1/r"))
+        assert receiver.seen == [] and other.seen == []
 
-    def test_user_event_hooks_are_kept(
+    def test_plain_client_with_the_readme_line_keeps_the_token_home(
         self, provider: IDTokenProvider, receiver: Receiver, other: Receiver
     ) -> None:
-        """The factory adds its hook after the user's own request hooks."""
+        """``httpx.Client(auth=IDTokenAuth())`` following redirects: httpx's own rule suffices."""
+        guard = s2s_httpx.IDTokenAuth(provider=provider)
+        with httpx.Client(auth=guard, follow_redirects=True, trust_env=False) as client:
+            assert client.get(receiver.redirect(other.url("/landing"))).status_code == 200
+        assert AUTHZ in receiver.seen[0].headers
+        assert AUTHZ not in other.seen[0].headers and XSA not in other.seen[0].headers
+
+    def test_user_event_hooks_see_every_hop(
+        self, provider: IDTokenProvider, receiver: Receiver, other: Receiver
+    ) -> None:
+        """The user's own request hooks run on each hop the client follows."""
         seen: list[str] = []
         with s2s_httpx.id_token_client(
             provider=provider,
@@ -602,8 +630,8 @@ class TestHttpxSync(OutboundContract):
             trust_env=False,
             event_hooks={"request": [lambda request: seen.append(str(request.url))]},
         ) as client:
-            client.get(receiver.redirect(other.url("/landing")))
-        assert len(seen) == 2
+            response = client.get(receiver.redirect(other.url("/landing")))
+        assert len(seen) == 2 and len(response.history) == 1
         assert XSA not in other.seen[0].headers
 
     def test_streamed_body_is_not_replayed(
@@ -642,9 +670,11 @@ class TestHttpxAsync(OutboundContract):
 
         return anyio.run(main, backend=self.backend)
 
-    def run_access(self, calls: Sequence[Call], provider: AccessTokenProvider) -> list[Result]:
+    def run_access(
+        self, calls: Sequence[Call], provider: AccessTokenProvider, targets: Sequence[str]
+    ) -> list[Result]:
         async def main() -> list[Result]:
-            auth = s2s_httpx.AccessTokenAuth(provider=provider)
+            auth = s2s_httpx.AccessTokenAuth(provider=provider, targets=targets)
             async with httpx.AsyncClient(auth=auth, trust_env=False) as client:
                 return [_httpx_result(await client.request(c.method, c.url)) for c in calls]
 

@@ -44,7 +44,9 @@ def test_derived_audience_is_the_origin() -> None:
 
 def test_explicit_and_callable_audience() -> None:
     """A string audience is used as is; a callable gets the whole URL."""
-    assert IDTokenRules("aud-1").key_for("https://a.example/x") == "aud-1"
+    rules = IDTokenRules("aud-1", targets=["https://a.example"])
+    assert rules.key_for("https://a.example/x") == "aud-1"
+    assert rules.key_for("https://b.example/x") is None
     seen: list[str] = []
 
     def audience(url: str) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from s2sauth.httpx import IDTokenAuth
+from s2sauth.httpx import AsyncClient, IDTokenAuth
 
 TARGET_URL = os.environ["TARGET_URL"]
 # "both": Cloud Run IAM in front of the receiver checks X-Serverless-Authorization
@@ -32,7 +31,7 @@ auth = IDTokenAuth(header="both")
 
 async def call_receiver(request: Request) -> JSONResponse:
     """Call the receiver and report what it answered."""
-    async with httpx.AsyncClient(auth=auth, timeout=10) as client:
+    async with AsyncClient(auth=auth, timeout=10) as client:
         response = await client.get(TARGET_URL)
     return JSONResponse(
         {"target": TARGET_URL, "status": response.status_code, "body": response.text}

@@ -1,7 +1,7 @@
 """The aiohttp part of ``s2sauth demo``: an aiohttp service called by aiohttp clients.
 
-Skipped, with a line saying so, when aiohttp is not installed.
-:func:`serve_aiohttp` runs an aiohttp app on a background thread; the tests use it too.
+Only when aiohttp is installed (:func:`available`). :func:`serve_aiohttp` runs an
+aiohttp app on a background thread; the tests use it too.
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ import asyncio
 import contextlib
 import importlib.util
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
-
-from .demo import CALLER, STRANGER, Call, Outcome, _Glyphs, _perform, _table, bind
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import ClientSession, web
 
     from .._http import HTTPTransport
-    from ..emulator import Emulator
+    from ..tokens.provider import IDTokenProvider
+    from .demo import Call
 
-__all__ = ["section", "serve_aiohttp"]
+__all__ = ["available", "calls", "serve", "serve_aiohttp"]
 
 _TIMEOUT = 10.0
 
@@ -68,94 +67,70 @@ def serve_aiohttp(app: web.Application, sock: Any) -> Iterator[str]:
         sock.close()
 
 
-def _app(verifier: Any) -> web.Application:
+def available() -> bool:
+    """Whether aiohttp is installed."""
+    return importlib.util.find_spec("aiohttp") is not None
+
+
+@contextlib.contextmanager
+def serve(sock: Any, certs_url: str, allowed: str, transport: HTTPTransport) -> Iterator[str]:
+    """Serve the demo's aiohttp service on ``sock``; yields its origin (also its audience)."""
     from aiohttp import web
 
     from ..aiohttp import id_token_middleware
+    from ..verify.verifier import Verifier
+
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}"
+    verifier = Verifier(url, allowed_callers=[allowed], certs_url=certs_url, transport=transport)
 
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"hello": request["caller"].email})
 
     app = web.Application(middlewares=[id_token_middleware(verifier=verifier)])
     app.router.add_get("/", hello)
-    return app
+    with serve_aiohttp(app, sock) as origin:
+        yield origin
 
 
-def section(emulator: Emulator, transport: HTTPTransport, out: TextIO, glyphs: _Glyphs) -> int:
-    """Serve an aiohttp app, call it with aiohttp clients, print the table; the failures."""
-    print("\naiohttp", file=out)
-    if importlib.util.find_spec("aiohttp") is None:
-        print("  skipped: aiohttp is not installed (pip install 's2sauth[aiohttp]')", file=out)
-        return 0
+def calls(
+    url: str, caller: IDTokenProvider, stranger: IDTokenProvider, stack: contextlib.ExitStack
+) -> list[Call]:
+    """The demo's calls to the aiohttp service, each with an aiohttp client.
+
+    They run on an event loop of their own, closed (sessions first) with ``stack``.
+    """
     import aiohttp
 
     from ..aiohttp import IDTokenMiddleware
-    from ..tokens.provider import IDTokenProvider
-    from ..tokens.sources import MetadataServerSource
-    from ..verify.verifier import Verifier
+    from .demo import Call  # here: demo imports this module
 
-    def provider(account: str) -> IDTokenProvider:
-        source = MetadataServerSource(account, host=emulator.host, transport=transport)
-        return IDTokenProvider(source)
+    loop = asyncio.new_event_loop()
+    stack.callback(loop.close)
 
-    with contextlib.ExitStack() as stack:
-        sock = stack.enter_context(bind())
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}"
-        verifier = Verifier(
-            url, allowed_callers=[CALLER], certs_url=emulator.jwks_url, transport=transport
-        )
-        stack.enter_context(serve_aiohttp(_app(verifier), sock))
-        loop = asyncio.new_event_loop()
-        stack.callback(loop.close)
-        sessions: list[ClientSession] = []
+    def session(*middlewares: Any) -> ClientSession:
+        async def make() -> ClientSession:
+            timeout = aiohttp.ClientTimeout(total=_TIMEOUT)
+            return aiohttp.ClientSession(middlewares=middlewares, timeout=timeout)
 
-        def session(*middlewares: Any) -> ClientSession:
-            async def make() -> ClientSession:
-                timeout = aiohttp.ClientTimeout(total=_TIMEOUT)
-                return aiohttp.ClientSession(middlewares=middlewares, timeout=timeout)
+        made = loop.run_until_complete(make())
+        stack.callback(lambda: loop.run_until_complete(made.close()))
+        return made
 
-            made = loop.run_until_complete(make())
-            sessions.append(made)
-            return made
+    def get(*middlewares: Any) -> Callable[[], int]:
+        client = session(*middlewares)
 
-        def call(made: ClientSession) -> int:
-            async def get() -> int:
-                async with made.get(url + "/") as response:
-                    await response.read()
-                    return response.status
+        async def status() -> int:
+            async with client.get(url + "/") as response:
+                await response.read()
+                return response.status
 
-            return loop.run_until_complete(get())
+        return lambda: loop.run_until_complete(status())
 
-        caller, stranger = provider("default"), provider(STRANGER)
-        plain = session()
-        as_caller = session(IDTokenMiddleware(provider=caller))
-        serverless = session(
-            IDTokenMiddleware(provider=caller, header="x-serverless-authorization")
-        )
-        as_stranger = session(IDTokenMiddleware(provider=stranger))
-        calls = [
-            Call("aiohttp", "aiohttp", "caller", 200, lambda: call(as_caller)),
-            Call(
-                "aiohttp",
-                "aiohttp",
-                "caller (X-Serverless-Authorization)",
-                200,
-                lambda: call(serverless),
-            ),
-            Call("aiohttp", "aiohttp", "no token", 401, lambda: call(plain)),
-            Call("aiohttp", "aiohttp", "stranger", 403, lambda: call(as_stranger)),
-        ]
-        try:
-            outcomes: list[Outcome] = [_perform(c) for c in calls]
-        finally:
-            for made in sessions:
-                loop.run_until_complete(made.close())
-    print(f"  {url}  (aiohttp, id_token_middleware; IDTokenMiddleware on the clients)", file=out)
-    print("\n".join(_table(outcomes, glyphs)), file=out)
-    failed = sum(not o.ok for o in outcomes)
-    if failed:
-        print(f"  {failed} of {len(outcomes)} aiohttp outcomes NOT as expected.", file=out)
-    else:
-        print(f"  All {len(outcomes)} aiohttp outcomes as expected.", file=out)
-    return failed
+    xsa = IDTokenMiddleware(provider=caller, header="x-serverless-authorization")
+    return [
+        Call("aiohttp", "aiohttp", "caller", 200, get(IDTokenMiddleware(provider=caller))),
+        Call("aiohttp", "aiohttp", "caller (X-Serverless-Authorization)", 200, get(xsa)),
+        Call("aiohttp", "aiohttp", "no token", 401, get()),
+        Call("aiohttp", "aiohttp", "stranger", 403, get(IDTokenMiddleware(provider=stranger))),
+    ]

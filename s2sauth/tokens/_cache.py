@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Generic, Protocol, TypeVar
 
 import cachetools
 
-from .._flight import SingleFlight
+from .._flight import TOKENS, SingleFlight
 
 K = TypeVar("K", bound=Hashable)
 
@@ -32,6 +32,8 @@ logger = logging.getLogger("s2sauth")
 
 #: Seconds before its expiry at which a cached token is no longer handed out.
 EXPIRY_MARGIN = 10.0
+#: Least seconds between two background refreshes of one token after one failed.
+RETRY_SPACING = 5.0
 
 # Tokens for this many audiences (or scope sets) are kept; callers that derive the
 # audience from each request's URL must not be able to grow the cache without bound.
@@ -111,7 +113,7 @@ class TokenCache(Generic[K]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: cachetools.LRUCache[K, _Entry] = cachetools.LRUCache(_MAX_ENTRIES)
-        self._flight: SingleFlight[K, _Entry] = SingleFlight()
+        self._flight: SingleFlight[K, _Entry] = SingleFlight(pool_name=TOKENS)
         self._counts = {name: 0 for name in ProviderStats._names()}
 
     @property
@@ -186,6 +188,7 @@ class TokenCache(Generic[K]):
         try:
             return self._fetch(key)
         except Exception as exc:
+            self._hold_off(key, entry_was=self._usable(key, lambda e: e.usable_until))
             logger.warning(
                 "s2sauth: background refresh of the %s failed; the cached token is served "
                 "until it expires: %s",
@@ -193,6 +196,19 @@ class TokenCache(Generic[K]):
                 exc,
             )
             raise
+
+    def _hold_off(self, key: K, entry_was: _Entry | None) -> None:
+        # A failed refresh is not tried again on the next request: the next background
+        # attempt waits half the time the cached token has left (the metadata server is
+        # never called per request, AIP-4110), at least RETRY_SPACING seconds.
+        if entry_was is None:
+            return
+        now = self._clock()
+        wait = max(RETRY_SPACING, (entry_was.usable_until - now) / 2)
+        later = replace(entry_was, refresh_at=now + wait)
+        with self._lock:
+            if self._entries.get(key) is entry_was:
+                self._entries[key] = later
 
     def _fetch(self, key: K) -> _Entry:
         with self._lock:

@@ -76,10 +76,15 @@ class TokenSource(IDTokenSource, AccessTokenSource, Protocol):
 
 
 _COMPACT_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# JWTs (a JSON header always encodes to "eyJ...") and Google access tokens ("ya29.")
-# are cut out of any text we quote from a server, so an echoed token never reaches a
-# message or a log line.
-_TOKEN_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*){0,2}|ya29\.[A-Za-z0-9_.-]+")
+# Anything that may be a token, or a piece of one, is cut out of any text we quote from
+# a server, so an echoed token never reaches a message or a log line. A *span* is a run
+# of base64url text whose pieces may be joined by a dot however it is written (".",
+# "%2E", "\u002e", "\x2e") or by a line break; it goes when it starts like a JWT
+# ("eyJ", a JSON header) or an access token ("ya29"), or when any piece is long and
+# random-looking: 16+ characters with a digit in them, or 40+ characters of any kind.
+_SEPARATOR = r"(?:\.|%2[eE]|\\u002[eE]|\\x2[eE]|\r?\n[ \t]*)"
+_SPAN = re.compile(rf"[A-Za-z0-9_-]+(?:{_SEPARATOR}[A-Za-z0-9_-]+)*")
+_PIECES = re.compile(_SEPARATOR)
 _TAG = re.compile(r"<[^>]*>")
 _SAFE_TEXT_LIMIT = 200
 
@@ -116,11 +121,21 @@ def id_token_expiry(value: str, *, origin: str) -> float:
     return float(exp)
 
 
+def _redact(match: re.Match[str]) -> str:
+    span = match.group(0)
+    if span.startswith(("eyJ", "ya29")):
+        return "[redacted]"
+    for piece in _PIECES.split(span):
+        if len(piece) >= 40 or (len(piece) >= 16 and any(c.isdigit() for c in piece)):
+            return "[redacted]"
+    return span
+
+
 def safe_text(text: str) -> str:
     """A server's error text made fit for a message: tags stripped, short, no token in it."""
     if "</" in text or text.lstrip().startswith("<!"):  # an HTML error page
         text = _TAG.sub(" ", text)
-    text = _TOKEN_LIKE.sub("[redacted]", text)
+    text = _SPAN.sub(_redact, text)
     text = " ".join(text.split())
     if len(text) > _SAFE_TEXT_LIMIT:
         text = text[: _SAFE_TEXT_LIMIT - 3] + "..."

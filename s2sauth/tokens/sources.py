@@ -15,6 +15,7 @@ Every source has ``fetch_id_token(audience) -> IDToken`` and
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import http.client
@@ -63,6 +64,29 @@ __all__ = [
 T = TypeVar("T")
 
 
+#: Seconds one metadata fetch may take by default, retries included.
+DEFAULT_DEADLINE = 30.0
+#: Most calls to the metadata server in progress at once, from all sources together.
+MAX_CONCURRENT_FETCHES = 4
+_fetch_slots = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
+
+
+@contextlib.contextmanager
+def _fetch_slot(host: str, timeout: float) -> Iterator[None]:
+    # Bounds the calls in flight, so a hung metadata server ties up a few threads, not
+    # one per audience; waiting for a slot counts against the attempt's time.
+    if not _fetch_slots.acquire(timeout=timeout):
+        raise TokenFetchError(
+            f"no answer from the metadata server at {host}: {MAX_CONCURRENT_FETCHES} earlier "
+            f"calls were still waiting after {timeout:g}s",
+            retryable=True,
+        )
+    try:
+        yield
+    finally:
+        _fetch_slots.release()
+
+
 class MetadataServerSource:
     """Tokens for a service account from the metadata server.
 
@@ -79,11 +103,19 @@ class MetadataServerSource:
             ``metadata.google.internal``, read at each use.
         transport: what performs the HTTP calls; one :class:`~s2sauth._http.HTTPTransport`
             per source by default.
-        deadline: total seconds one fetch may take, retries included.
-        timeout: seconds one attempt may take.
+        deadline: total seconds one fetch may take, wall clock, retries included.
+            The default leaves room for the GKE metadata server, which can take
+            up to ~30 s to issue a token.
+        timeout: seconds one attempt may take; by default the rest of the
+            deadline, so a slow but working server is never cut short.
 
     Raises:
         ConfigurationError: ``account`` is empty, or ``deadline``/``timeout`` not positive.
+
+    .. versionchanged:: 0.2
+       ``deadline`` is wall-clock time (a trickling server is cut off), 30 s by
+       default; an attempt may use all of it; at most :data:`MAX_CONCURRENT_FETCHES`
+       calls to the metadata server run at once.
     """
 
     def __init__(
@@ -92,11 +124,13 @@ class MetadataServerSource:
         *,
         host: str | None = None,
         transport: Transport | None = None,
-        deadline: float = 10.0,
-        timeout: float = 3.0,
+        deadline: float = DEFAULT_DEADLINE,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(account, str) or not account.strip():
             raise ConfigurationError("account must be 'default' or a service account email")
+        if timeout is None:
+            timeout = deadline
         if deadline <= 0 or timeout <= 0:
             raise ConfigurationError("deadline and timeout must be positive numbers of seconds")
         if host is not None:
@@ -171,8 +205,11 @@ class MetadataServerSource:
         backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())
         while True:
             timeout = backoff.begin_attempt(time.monotonic(), self._timeout)
+            ends = time.monotonic() + timeout
             try:
-                return run_sync(make_flow(host, timeout), self._transport)
+                with _fetch_slot(host, timeout):
+                    left = max(metadata.Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
+                    return run_sync(make_flow(host, left), self._transport)
             except TokenFetchError as exc:
                 if not exc.retryable:
                     raise
@@ -264,6 +301,27 @@ class UrllibRequest(google.auth.transport.Request):
             ) from exc
 
 
+def _within(deadline: float, what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread of its own, waited for at most ``deadline`` seconds."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="s2sauth-adc", daemon=True).start()
+    try:
+        return future.result(timeout=deadline)
+    except concurrent.futures.TimeoutError:
+        raise TokenFetchError(
+            f"Application Default Credentials did not mint {what} within {deadline:g}s "
+            "(the token endpoint or the IAM Credentials API did not answer in time)",
+            retryable=True,
+        ) from None
+
+
 def _gcloud_adc_path() -> str:
     config = os.environ.get("CLOUDSDK_CONFIG")
     if not config:
@@ -297,6 +355,13 @@ class ADCSource:
             :class:`UrllibRequest` (which honours ``HTTPS_PROXY``) by default.
             google-auth calls ``generateIdToken`` for impersonated credentials
             through ``requests`` instead (see :class:`UrllibRequest`).
+        deadline: total seconds one fetch may take, wall clock. google-auth's own
+            calls (``requests``' 120 s default for ``generateIdToken``) cannot be
+            interrupted, so the fetch runs on a thread of its own that is left to
+            finish alone when the deadline passes.
+
+    .. versionchanged:: 0.2
+       ``deadline``.
     """
 
     def __init__(
@@ -304,7 +369,11 @@ class ADCSource:
         credentials: str | os.PathLike[str] | google.auth.credentials.Credentials | None = None,
         *,
         request: google.auth.transport.Request | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        if deadline <= 0:
+            raise ConfigurationError("deadline must be a positive number of seconds")
+        self._deadline = deadline
         self._credentials = credentials
         self._request = request if request is not None else UrllibRequest()
         self._lock = threading.Lock()
@@ -321,9 +390,14 @@ class ADCSource:
         Raises:
             TokenFetchError: no ADC found, user credentials, or the token endpoint failed.
         """
-        with _google_auth_errors("an ID token"):
-            credentials = self._id_token_credentials(audience)
-            self._refresh(credentials)
+
+        def mint() -> Any:
+            with _google_auth_errors("an ID token"):
+                credentials = self._id_token_credentials(audience)
+                self._refresh(credentials)
+            return credentials
+
+        credentials = _within(self._deadline, "an ID token", mint)
         value = credentials.token
         if not isinstance(value, str):
             raise TokenFetchError("Application Default Credentials returned no ID token")
@@ -335,17 +409,22 @@ class ADCSource:
         Raises:
             TokenFetchError: no ADC found, or the token endpoint failed.
         """
-        with _google_auth_errors("an access token"):
-            if isinstance(self._credentials, google.auth.credentials.Credentials):
-                credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
-                    self._credentials, list(scopes)
-                )
-            else:
-                # The file as first read, as for ID tokens: both kinds use the same key.
-                credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-                    self._load()[1], scopes=list(scopes)
-                )
-            self._refresh(credentials)
+
+        def mint() -> Any:
+            with _google_auth_errors("an access token"):
+                if isinstance(self._credentials, google.auth.credentials.Credentials):
+                    credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
+                        self._credentials, list(scopes)
+                    )
+                else:
+                    # The file as first read, as for ID tokens: both kinds use the same key.
+                    credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+                        self._load()[1], scopes=list(scopes)
+                    )
+                self._refresh(credentials)
+            return credentials
+
+        credentials = _within(self._deadline, "an access token", mint)
         value = credentials.token
         if not isinstance(value, str) or not value:
             raise TokenFetchError("Application Default Credentials returned no access token")

@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, KeyFetchError, UnknownKeyError
-from .._flight import SingleFlight
+from .._flight import KEYS, SingleFlight
 from .._http import (
     HTTPRequest,
     HTTPResponse,
@@ -200,7 +200,7 @@ class KeySet:
         self._grace = float(stale_grace)
         self._backoff = float(failure_backoff)
         self._timeout = float(timeout)
-        self._flight: SingleFlight[str, _Keys] = SingleFlight()
+        self._flight: SingleFlight[str, _Keys] = SingleFlight(pool_name=KEYS)
         self._lock = threading.Lock()
         self._keys: _Keys | None = None
         self._kid_refetch_at: float | None = None

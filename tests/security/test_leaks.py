@@ -365,7 +365,10 @@ def test_outbound_retry_after_401_leaks_nothing(
     provider = IDTokenProvider(
         MetadataServerSource(CALLER, host=emulator.host, transport=recording)
     )
-    auth = IDTokenAuth("https://not-this-service.example", provider=provider)
+    # A token for another audience, sent here on purpose (targets): the service refuses it.
+    auth = IDTokenAuth(
+        "https://not-this-service.example", provider=provider, targets=[servers["asgi"]]
+    )
     with requests.Session() as session:
         reply = session.get(servers["asgi"], auth=auth, timeout=10)
     assert reply.status_code == 401
