@@ -415,8 +415,8 @@ def _keep_running(out: TextIO, services: _Services) -> None:
         f'  export FLASK_TOKEN=$(curl -s -H "Metadata-Flavor: Google" "{identity}")',
         f'  curl -H "Authorization: Bearer $FLASK_TOKEN" {wsgi}/    # 200',
     ]
-    print("\n".join(lines), file=out, flush=True)
-    try:
+    try:  # from the print on: a Ctrl-C as soon as the commands show is a clean stop
+        print("\n".join(lines), file=out, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
