@@ -14,7 +14,14 @@ import importlib
 import sys
 from typing import Any
 
-MODULES = ("bench_verify", "bench_outbound", "bench_middleware", "bench_django", "bench_grpc")
+MODULES = (
+    "bench_verify",
+    "bench_outbound",
+    "bench_middleware",
+    "bench_django",
+    "bench_grpc",
+    "bench_aiohttp",
+)
 
 
 def _format(rows: list[dict[str, Any]]) -> str:

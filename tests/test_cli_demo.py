@@ -14,17 +14,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from s2sauth.cli import _demo_django, main
+from s2sauth.cli import _demo_aiohttp, _demo_django, main
 from s2sauth.cli.demo import CALLER, bind
 
 # A table row: client, target, caller, expected status, got, time, mark.
 ROW = re.compile(
-    r"^  (requests|httpx|httpx async|grpc|grpc\.aio)\s+(starlette|flask|django|grpc|grpc health)\s+"
+    r"^  (requests|httpx|httpx async|aiohttp|grpc|grpc\.aio)\s+"
+    r"(starlette|flask|django|aiohttp|grpc|grpc health)\s+"
     r".*?\s(\d{3}|OK|[A-Z_]{8,})\s+(\S+)\s+"
 )
-# The HTTP rows, three more calls to a Django service when Django is installed, and the gRPC
-# rows the demo adds when grpcio is installed (the test extra has both).
-HTTP_ROWS, GRPC_ROWS = 11 + (3 if _demo_django.available() else 0), 6
+# The HTTP rows (three more to a Django service when Django is installed, four to an aiohttp
+# one when aiohttp is), and the gRPC rows the demo adds when grpcio is installed (the test
+# extra has all three).
+HTTP_ROWS = 11 + (3 if _demo_django.available() else 0) + (4 if _demo_aiohttp.available() else 0)
+GRPC_ROWS = 6
 OK_MARKS = ("\u2713", "ok")
 CURL = re.compile(r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)')
 
@@ -64,7 +67,7 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert status == 0, out
     _assert_all_expected(out)
-    audiences = 4 if _demo_django.available() else 3  # one token per service
+    audiences = 3 + _demo_django.available() + _demo_aiohttp.available()  # one per service
     assert f"token provider (caller):  {audiences} fetches" in out
     assert "verifier (starlette):" in out and "key fetch" in out
     assert re.search(r"first time:\s+[\d.]+ (\u00b5|u)s", out)

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from s2sauth._http import HTTPTransport
+from s2sauth.cli._demo_aiohttp import serve_aiohttp
 from s2sauth.cli.demo import CALLER, STRANGER, bind, serve_asgi, serve_wsgi
 from s2sauth.emulator import Emulator
 from s2sauth.grpc import secure_channel
@@ -35,8 +36,9 @@ SERVERS = {
     "server_fastapi": serve_asgi,
     "server_flask": serve_wsgi,
     "server_wsgi": serve_wsgi,
+    "aiohttp_server": serve_aiohttp,
 }
-CLIENTS = ("client_requests", "client_httpx", "client_httpx_async")
+CLIENTS = ("client_requests", "client_httpx", "client_httpx_async", "aiohttp_client")
 # Served in a subprocess: each configures Django's process-wide settings.
 DJANGO_SERVERS = ("server_django",)
 GRPC = ("grpc_server", "grpc_client")

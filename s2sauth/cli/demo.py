@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import _demo_django
+from . import _demo_aiohttp, _demo_django
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
@@ -422,8 +422,8 @@ def _keep_running(out: TextIO, services: _Services) -> None:
         f'  export FLASK_TOKEN=$(curl -s -H "Metadata-Flavor: Google" "{identity}")',
         f'  curl -H "Authorization: Bearer $FLASK_TOKEN" {wsgi}/    # 200',
     ]
-    print("\n".join(lines), file=out, flush=True)
-    try:
+    try:  # from the print on: a Ctrl-C as soon as the commands show is a clean stop
+        print("\n".join(lines), file=out, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -482,18 +482,26 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
             with bind() as free:
                 port = free.getsockname()[1]
             django_url = stack.enter_context(_demo_django.serve(port, em.jwks_url, CALLER))
+        aiohttp_url = None
+        if _demo_aiohttp.available():  # and an aiohttp one, when aiohttp is installed
+            serving = _demo_aiohttp.serve(bind(), em.jwks_url, CALLER, transport)
+            aiohttp_url = stack.enter_context(serving)
         print("s2sauth demo: services and their callers, all on this machine\n", file=out)
         print(f"  emulator   {em.url}  (metadata server and signing keys)", file=out)
         print(f"  starlette  {asgi_url}  (uvicorn, IDTokenMiddleware)", file=out)
         print(f"  flask      {wsgi_url}  (waitress, @require_id_token)", file=out)
         if django_url is not None:
             print(f"  django     {django_url}  (waitress, s2sauth.django)", file=out)
+        if aiohttp_url is not None:
+            print(f"  aiohttp    {aiohttp_url}  (aiohttp, s2sauth.aiohttp)", file=out)
         _demo_grpc.describe(out, grpc_service, verifiers)
         print(f"  caller     {CALLER}  (every service lets it in)", file=out)
         print(f"  stranger   {STRANGER}  (valid tokens, not let in)\n", file=out)
         calls = _calls(services, stack)
         if django_url is not None:
             calls += _demo_django.calls(django_url, services.caller, services.stranger, Call)
+        if aiohttp_url is not None:
+            calls += _demo_aiohttp.calls(aiohttp_url, services.caller, services.stranger, stack)
         calls += _demo_grpc.calls(grpc_service, em, services.caller, services.stranger, stack)
         outcomes = [_perform(call) for call in calls]
         print("\n".join(_table(outcomes, glyphs)), file=out)

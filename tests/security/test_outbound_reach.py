@@ -175,6 +175,7 @@ CLIENTS = (
     "s2sauth.httpx.Client",
     "httpx.AsyncClient",
     "s2sauth.httpx.AsyncClient",
+    "aiohttp.ClientSession",
 )
 
 
@@ -189,6 +190,9 @@ def call(client: str, auth_kwargs: dict[str, Any], method: str, url: str, ca: st
         with session:
             session.trust_env = False
             session.request(method, url, data=b"{}", verify=ca, timeout=10)
+        return
+    if client == "aiohttp.ClientSession":
+        asyncio.run(_aiohttp_call(auth_kwargs, method, url, ca))
         return
     auth = s2s_httpx.IDTokenAuth(**auth_kwargs)
     verify = ssl.create_default_context(cafile=ca)
@@ -205,6 +209,18 @@ def call(client: str, auth_kwargs: dict[str, Any], method: str, url: str, ca: st
     sync_cls = s2s_httpx.Client if client.startswith("s2sauth") else httpx.Client
     with sync_cls(auth=auth, **kwargs) as sync_client:
         sync_client.request(method, url, content=b"{}")
+
+
+async def _aiohttp_call(auth_kwargs: dict[str, Any], method: str, url: str, ca: str) -> None:
+    import aiohttp
+
+    from s2sauth.aiohttp import IDTokenMiddleware
+
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca))
+    middlewares = [IDTokenMiddleware(**auth_kwargs)]
+    async with aiohttp.ClientSession(middlewares=middlewares, connector=connector) as session:
+        async with session.request(method, url, data=b"{}") as response:
+            await response.read()
 
 
 @dataclass(frozen=True)
