@@ -37,6 +37,7 @@ from collections.abc import (
     Hashable,
     Iterable,
     Iterator,
+    Mapping,
     MutableMapping,
     Sequence,
 )
@@ -63,7 +64,7 @@ from ._outbound import (
 )
 from ._outbound import Rules as _Rules
 from .tokens.provider import DEFAULT_SCOPES, default_access_provider, default_provider
-from .verify.http import DEFAULT_REALM, EXEMPT, Gate
+from .verify.http import DEFAULT_REALM, EXEMPT, IAP_HEADER, Gate, Kind
 from .verify.policy import Rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,6 +276,8 @@ def id_token_middleware(
     rules: Sequence[Rule] = (),
     realm: str = DEFAULT_REALM,
     on_error: ErrorHandler | None = None,
+    iap: Verifier | None = None,
+    accept: Kind | Mapping[str, Kind] | None = None,
 ) -> Middleware:
     """An aiohttp web middleware that lets a request in only with a verified ID token.
 
@@ -306,18 +309,23 @@ def id_token_middleware(
         realm: the realm named in ``WWW-Authenticate``.
         on_error: ``async (request, error) -> response`` answering a rejection instead
             of the standard response.
+        iap: an :class:`~s2sauth.iap.IAPVerifier`, to let in people signed in by
+            Identity-Aware Proxy too (see :class:`~s2sauth.verify.http.Gate`).
+        accept: which kind of caller each path takes: ``"service"``, ``"person"``
+            or ``"either"``, for every path or as ``{path prefix: kind}``.
 
     Raises:
         ConfigurationError: invalid rules, exempt paths or realm.
     """
     from aiohttp import web
 
-    gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm)
+    gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm, iap=iap, accept=accept)
     prefixes: dict[int, str] = {}
 
     @web.middleware
     async def s2sauth_id_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        policy = gate.route(request.method, _app_path(request, prefixes))
+        path = _app_path(request, prefixes)
+        policy = gate.route(request.method, path)
         if policy is EXEMPT:
             return await handler(request)
         headers = request.headers
@@ -326,6 +334,10 @@ def id_token_middleware(
                 headers.getall("Authorization", ()),
                 headers.getall("X-Serverless-Authorization", ()),
                 policy=policy,
+                assertion=headers.getall(IAP_HEADER, ()) if gate.iap else (),
+                path=path,
+                query=request.query_string,
+                url_path=request.path,
             )
         except S2SAuthError as exc:
             if on_error is not None:
