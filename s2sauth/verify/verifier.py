@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Final, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
+from .. import _log
 from .._errors import (
     CallerNotAllowedError,
     ConfigurationError,
@@ -204,6 +205,8 @@ class Verifier:
         self._verified = 0
         self._hits = 0
         self._rejected: Counter[str] = Counter()
+        self._refusal_log = _log.RefusalLog()
+        _log.warn_audience_mistakes(audiences)
         if allowed_callers is None and not trust_cloud_run_iam:
             logger.warning(
                 "Verifier for %s has no allow-list: any caller with a valid Google ID token "
@@ -417,9 +420,9 @@ class Verifier:
         """
         with self._lock:
             self._rejected[exc.reason] += 1
-        # The one INFO line of a rejected request. INFO even for missing keys: the key
-        # set itself says so once at WARNING.
-        logger.info("rejected: %s: %s", exc.reason, exc.message)
+        # The one INFO line of a rejected request (rate-limited, see s2sauth._log). INFO
+        # even for missing keys: the key set itself says so once at WARNING.
+        self._refusal_log(exc)
 
 
 def _policy(allowed: CallerPolicy | Iterable[str]) -> CallerPolicy:
