@@ -14,7 +14,13 @@ import importlib
 import sys
 from typing import Any
 
-MODULES = ("bench_verify", "bench_outbound", "bench_middleware", "bench_django")
+MODULES = (
+    "bench_verify",
+    "bench_outbound",
+    "bench_middleware",
+    "bench_django",
+    "bench_import",
+)
 
 
 def _format(rows: list[dict[str, Any]]) -> str:

@@ -50,7 +50,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -600,6 +599,8 @@ def _load_jwk(jwk: _Members, algorithms: frozenset[str]) -> PublicKey:
 
 
 def _load_pem(pem: str, algorithms: frozenset[str]) -> PublicKey:
+    from cryptography import x509  # only for the v1 PEM format: ~20 ms at import
+
     try:
         public_key = x509.load_pem_x509_certificate(pem.encode("utf-8")).public_key()
     except (ValueError, UnsupportedAlgorithm):

@@ -260,6 +260,24 @@ class Verifier:
             verified, hits, rejected = self._verified, self._hits, dict(self._rejected)
         return VerifierStats(verified, rejected, hits, self._keyset.stats.fetches)
 
+    def warm(self) -> None:
+        """Fetch the verification keys now, so that the first request pays no fetch.
+
+        Use it at startup (Cloud Run cold starts): in a WSGI app's module, Django's
+        ``AppConfig.ready``, before a gRPC server starts. The ASGI middleware calls
+        :meth:`awarm` on lifespan startup by itself.
+
+        Raises:
+            KeyFetchError: the keys could not be fetched (a request will try again).
+
+        .. versionadded:: 0.2
+        """
+        self._keyset.refresh()
+
+    async def awarm(self) -> None:
+        """Like :meth:`warm`, without blocking the event loop."""
+        await self._keyset.arefresh()
+
     def verify(
         self, token: str, *, allowed_callers: CallerPolicy | Iterable[str] | None = None
     ) -> Caller:
