@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
+from .. import _otel
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, TokenFetchError
 from .._http import HTTPTransport, Transport
@@ -198,6 +199,9 @@ class MetadataServerSource:
         if isinstance(self._transport, HTTPTransport) and self._owns_transport:
             self._transport.close()
 
+    @_otel.traced(
+        "s2sauth.metadata_server", "metadata_server", lambda s: {"server.address": s.host}
+    )
     def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
         host = self.host
         backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())

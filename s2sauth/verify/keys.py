@@ -53,6 +53,7 @@ from typing import Any, Final
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .. import _otel
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, KeyFetchError, UnknownKeyError
 from .._flight import KEYS, SingleFlight
@@ -400,6 +401,7 @@ class KeySet:
             self._grace,
         )
 
+    @_otel.traced("s2sauth.keys.fetch", "keys", lambda keyset: {"url.full": keyset.certs_url})
     def _fetch(self) -> _Keys:
         with self._lock:
             self._fetches += 1

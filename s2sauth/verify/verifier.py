@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Final, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-from .. import _log
+from .. import _log, _otel
 from .._errors import (
     CallerNotAllowedError,
     ConfigurationError,
@@ -376,6 +376,8 @@ class Verifier:
                 cache.move_to_end(token)
                 self._hits += 1
                 self._verified += 1
+                if _otel.active is not None:
+                    _otel.accepted(cache_hit=True)
                 return entry.caller
             del cache[token]
         finally:
@@ -413,6 +415,8 @@ class Verifier:
         not_before = max(claims["iat"], claims.get("nbf", 0))
         kid = None if key is None else parsed.kid
         entry = _new_tuple(_Verified, (caller, claims["exp"], not_before, kid))
+        if _otel.active is not None:
+            _otel.accepted(cache_hit=False)
         self._lock.acquire()
         try:
             self._verified += 1
@@ -441,6 +445,7 @@ class Verifier:
         # The one INFO line of a rejected request (rate-limited, see s2sauth._log). INFO
         # even for missing keys: the key set itself says so once at WARNING.
         self._refusal_log(exc)
+        _otel.refused(exc)
 
 
 def _policy(allowed: CallerPolicy | Iterable[str]) -> CallerPolicy:
