@@ -29,6 +29,7 @@ one ``StreamHandler`` to stderr is added to it. Anyone who configures the
 A flood cannot fill the disk: a token bucket lets :data:`BURST` lines through at
 once and :data:`PER_SECOND` a second after that; the refusals it holds back are
 counted (by reason) and summed up in one line before the next line it lets through.
+With the ``s2sauth`` logger at DEBUG there is no limit: every refusal is written.
 """
 
 from __future__ import annotations
@@ -123,15 +124,17 @@ class RefusalLog:
         if not self.target.isEnabledFor(logging.INFO):
             return
         now = self._clock()
+        # At DEBUG the application asked for everything: no limit (the bucket still drains).
+        unlimited = self.target.isEnabledFor(logging.DEBUG)
         with self._lock:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
             self._last = now
-            if self._tokens < 1:
+            if self._tokens < 1 and not unlimited:
                 if not self._suppressed:
                     self._suppressed_since = now
                 self._suppressed[exc.reason] += 1
                 return
-            self._tokens -= 1
+            self._tokens = max(0.0, self._tokens - 1)
             suppressed, self._suppressed = self._suppressed, Counter()
         if suppressed:
             reasons = ", ".join(f"{reason} {n}" for reason, n in suppressed.most_common())

@@ -63,6 +63,15 @@ def test_a_flood_is_limited_and_summed_up(caplog: pytest.LogCaptureFixture) -> N
     assert lines[4].startswith("rejected: malformed (401)")
 
 
+def test_at_debug_every_refusal_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """With the s2sauth logger at DEBUG (asking for everything) the rate limit is off."""
+    log = RefusalLog(burst=2, per_second=1.0, clock=Clock())
+    with caplog.at_level(logging.DEBUG, logger="s2sauth"):
+        for _ in range(5):
+            log(MalformedTokenError("not a JWT"))
+    assert len(_messages(caplog)) == 5
+
+
 def test_line_names_request_and_caller_and_escapes_input(caplog: pytest.LogCaptureFixture) -> None:
     """The line has reason, status, request and message; control characters cannot forge lines."""
     log = RefusalLog()
