@@ -21,6 +21,7 @@ MODULES = (
     "bench_django",
     "bench_grpc",
     "bench_aiohttp",
+    "bench_import",
 )
 
 

@@ -13,7 +13,8 @@ each adapter module imports its own framework.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AudienceMismatchError,
@@ -34,17 +35,35 @@ from ._errors import (
     TokenFetchError,
     UnknownKeyError,
 )
-from .tokens.provider import AccessTokenProvider, IDTokenProvider
-from .tokens.sources import ADCSource, DefaultSource, MetadataServerSource
-from .verify.caller import Caller
-from .verify.keys import KeySet
-from .verify.policy import CallerPolicy, Rule
-from .verify.verifier import GOOGLE_CERTS_URL, GOOGLE_ISSUERS, Verifier
 
-try:
-    __version__ = version("s2sauth")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+if TYPE_CHECKING:  # pragma: no cover
+    from .tokens.provider import AccessTokenProvider, IDTokenProvider
+    from .tokens.sources import ADCSource, DefaultSource, MetadataServerSource
+    from .verify.caller import Caller
+    from .verify.keys import KeySet
+    from .verify.policy import CallerPolicy, Rule
+    from .verify.verifier import GOOGLE_CERTS_URL, GOOGLE_ISSUERS, Verifier
+
+# Cold start: each core is imported on first use of one of its names, so a receiving
+# service never loads the outbound core, nor a caller the inbound one (PEP 562).
+_LAZY = {
+    "AccessTokenProvider": ".tokens.provider",
+    "IDTokenProvider": ".tokens.provider",
+    "ADCSource": ".tokens.sources",
+    "DefaultSource": ".tokens.sources",
+    "MetadataServerSource": ".tokens.sources",
+    "Caller": ".verify.caller",
+    "KeySet": ".verify.keys",
+    "CallerPolicy": ".verify.policy",
+    "Rule": ".verify.policy",
+    "GOOGLE_CERTS_URL": ".verify.verifier",
+    "GOOGLE_ISSUERS": ".verify.verifier",
+    "Verifier": ".verify.verifier",
+}
+
+#: The package's version; a literal, since importlib.metadata costs tens of ms at import
+#: (tests/test_cold_start.py keeps it equal to pyproject.toml's).
+__version__ = "0.1.0"
 
 __all__ = [
     "ADCSource",
@@ -79,8 +98,28 @@ __all__ = [
     "__version__",
 ]
 
+
+def _public(obj: Any) -> Any:
+    # Public classes read as s2sauth.X in reprs and tracebacks (httpx does the same).
+    if isinstance(obj, type):
+        obj.__module__ = "s2sauth"
+    return obj
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 's2sauth' has no attribute {name!r}")
+    value = _public(getattr(importlib.import_module(module, __name__), name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        _obj.__module__ = "s2sauth"
-del _name, _obj
+    if _name not in _LAZY:
+        _public(globals()[_name])
+del _name

@@ -20,7 +20,6 @@ that into their own public errors.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import http.client
 import socket
@@ -274,6 +273,8 @@ async def wait_future(future: concurrent.futures.Future[T], timeout: float | Non
     if future.done():
         return future.result()
     if _async_library() == "asyncio":
+        import asyncio  # here, not at the top: a sync-only process never pays for it
+
         waiter = asyncio.wrap_future(future)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=timeout)

@@ -6,10 +6,11 @@ imports no framework.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import S2SAuthError
+from ._errors import KeyFetchError, S2SAuthError
 from .verify.http import DEFAULT_REALM, EXEMPT, Gate, Kind
 from .verify.policy import Rule
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .verify.verifier import Verifier
 
 __all__ = ["VERIFIER_KEY", "IDTokenMiddleware"]
+
+_log = logging.getLogger("s2sauth")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +30,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The scope key naming the :class:`~s2sauth.Verifier` that verified ``scope["s2sauth.caller"]``.
 VERIFIER_KEY = "s2sauth.verifier"
+
+
+def _warming(receive: Receive, verifier: Verifier) -> Receive:
+    # Lifespan passes through; its startup message reaches the app once the keys are in.
+    async def receive_after_warming() -> Message:
+        message = await receive()
+        if message.get("type") == "lifespan.startup":
+            try:
+                await verifier.awarm()
+            except KeyFetchError as exc:
+                _log.warning("could not fetch verification keys at startup: %s", exc.message)
+        return message
+
+    return receive_after_warming
 
 
 def _route_path(scope: Scope) -> str:
@@ -77,11 +94,15 @@ class IDTokenMiddleware:
             Identity-Aware Proxy too (see :class:`~s2sauth.verify.http.Gate`).
         accept: which kind of caller each path takes: ``"service"``, ``"person"``
             or ``"either"``, for every path or as ``{path prefix: kind}``.
+        warm: fetch the verification keys on lifespan startup (before the app's
+            own startup runs), so the first request pays no key fetch; a failure is
+            logged and startup goes on. Needs an app that handles lifespan
+            (Starlette, FastAPI do) and a server that sends it (uvicorn, hypercorn).
 
     Raises:
         ConfigurationError: invalid rules, exempt paths, realm or kinds.
 
-    .. versionchanged:: 0.2 ``iap`` and ``accept``.
+    .. versionchanged:: 0.2 ``iap``, ``accept`` and ``warm``.
     """
 
     def __init__(
@@ -95,14 +116,18 @@ class IDTokenMiddleware:
         on_error: Callable[[Scope, S2SAuthError], ASGIApp] | None = None,
         iap: Verifier | None = None,
         accept: Kind | Mapping[str, Kind] | None = None,
+        warm: bool = True,
     ) -> None:
         self.app = app
+        self.warm = warm
         self.gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm, iap=iap, accept=accept)
         self.on_error = on_error
         self._assertion_header = b"x-goog-iap-jwt-assertion" if self.gate.iap else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then call the app (or answer the rejection)."""
+        if scope["type"] == "lifespan" and self.warm:
+            return await self.app(scope, _warming(receive, self.gate.verifier), send)
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         path = _route_path(scope)

@@ -13,6 +13,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("s2sauth.fastapi needs FastAPI: pip install 's2sauth[fastapi]'") from exc
 
+from . import _log
 from ._errors import S2SAuthError
 from .asgi import VERIFIER_KEY
 from .verify.caller import Caller
@@ -83,6 +84,7 @@ class IDTokenBearer(SecurityBase):
         """The request's caller, verified and allowed by this dependency's policy."""
         scope = connection.scope
         verified = scope.get("s2sauth.caller")
+        _log.at(scope.get("method", "GET"), scope["path"])  # for a refusal's log line
         try:
             # Reused only from the same verifier: another may accept other audiences.
             if isinstance(verified, Caller) and scope.get(VERIFIER_KEY) in (

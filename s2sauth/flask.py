@@ -11,6 +11,7 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("s2sauth.flask needs Flask: pip install 's2sauth[flask]'") from exc
 
+from . import _log
 from ._errors import S2SAuthError
 from .verify.caller import Caller
 from .verify.http import DEFAULT_REALM, IAP_HEADER, SERVERLESS_HEADER, Gate, Kind
@@ -67,6 +68,7 @@ def require_id_token(
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             verified = request.environ.get(CALLER_KEY)
+            _log.at(request.method, request.path)  # names the request in a refusal's log line
             try:
                 # Reused only from the same verifier: another may accept other audiences.
                 if isinstance(verified, Caller) and request.environ.get(VERIFIER_KEY) in (

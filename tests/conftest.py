@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +28,17 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S2SAUTH_IAP_KEYS_URL", f"http://{DEAD_LOOPBACK}/iap/verify/public_key-jwk")
     monkeypatch.delenv("GCE_METADATA_ROOT", raising=False)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _s2sauth_log_level() -> None:
+    """Set the ``s2sauth`` logger's level, as an application that configures logging does.
+
+    Otherwise the first refusal sets it to INFO (s2sauth._log makes refusals visible in
+    unconfigured processes), and what a later test captures would depend on test order.
+    That behaviour is tested in fresh interpreters (tests/test_refusal_log.py).
+    """
+    logging.getLogger("s2sauth").setLevel(logging.WARNING)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

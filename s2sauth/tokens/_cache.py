@@ -26,6 +26,7 @@ from typing import Generic, Protocol, TypeVar
 
 import cachetools
 
+from .. import _otel
 from .._flight import TOKENS, SingleFlight
 
 K = TypeVar("K", bound=Hashable)
@@ -170,6 +171,7 @@ class TokenCache(Generic[K]):
             if entry is None or now >= entry.usable_until:
                 return None
             self._counts["cache_hits"] += 1
+        _otel.cache_hit()
         if now >= entry.refresh_at and self._flight.start(key, lambda: self._refresh(key)):
             with self._lock:
                 self._counts["background_refreshes"] += 1
@@ -224,6 +226,7 @@ class TokenCache(Generic[K]):
             if self._entries.get(key) is entry_was:
                 self._entries[key] = later
 
+    @_otel.traced("s2sauth.token.fetch", "token")
     def _fetch(self, key: K) -> _Entry:
         with self._lock:
             self._counts["fetches"] += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .._errors import ConfigurationError
 from ._cache import ProviderStats, TokenCache
@@ -135,6 +135,25 @@ class IDTokenProvider:
             ConfigurationError: ``audience`` is not a non-empty string.
         """
         return self._cache.get_future(_audience(audience))
+
+    def warm(self, audiences: Iterable[str]) -> None:
+        """Fetch a token for each of ``audiences`` now, so that the first calls pay no fetch.
+
+        Use it at startup for the services this one is known to call.
+
+        Raises:
+            ConfigurationError: an audience is not a non-empty string.
+            TokenFetchError: a token could not be fetched.
+
+        .. versionadded:: 0.2
+        """
+        for audience in audiences:
+            self.token(audience)
+
+    async def awarm(self, audiences: Iterable[str]) -> None:
+        """Like :meth:`warm`, for asyncio and trio."""
+        for audience in audiences:
+            await self.atoken(audience)
 
     def invalidate(self, audience: str, token: str | None = None) -> None:
         """Drop the cached token for ``audience`` so the next call fetches a new one.

@@ -18,24 +18,17 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import http.client
 import json
 import os
 import random
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
-import google.auth
-import google.auth.credentials
-import google.auth.exceptions
-import google.auth.transport
-
+from .. import _otel
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, TokenFetchError
 from .._http import HTTPTransport, Transport
@@ -49,6 +42,12 @@ from ._tokens import (
     id_token_expiry,
     safe_text,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    # google-auth is imported only when ADC is used: on Cloud Run it never is (cold start).
+    import google.auth.credentials
+    import google.auth.transport
+
 
 __all__ = [
     "ADCSource",
@@ -200,6 +199,9 @@ class MetadataServerSource:
         if isinstance(self._transport, HTTPTransport) and self._owns_transport:
             self._transport.close()
 
+    @_otel.traced(
+        "s2sauth.metadata_server", "metadata_server", lambda s: {"server.address": s.host}
+    )
     def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
         host = self.host
         backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())
@@ -235,70 +237,6 @@ _USER_CREDENTIALS_HELP = (
     "--impersonate-service-account SA_EMAIL`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
     "service-account key file"
 )
-
-
-class _UrllibResponse(google.auth.transport.Response):
-    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
-        self._status = status
-        self._headers = headers
-        self._data = data
-
-    @property
-    def status(self) -> int:
-        return self._status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    @property
-    def data(self) -> bytes:
-        return self._data
-
-
-class UrllibRequest(google.auth.transport.Request):
-    """A google-auth transport over :mod:`urllib.request`, for the ADC token endpoints.
-
-    Why urllib and not :class:`~s2sauth._http.HTTPTransport`: off Google Cloud,
-    ``oauth2.googleapis.com`` and ``iamcredentials.googleapis.com`` are often
-    reachable only through a corporate ``HTTPS_PROXY``, which urllib honours
-    (with ``NO_PROXY``) and HTTPTransport deliberately ignores. It needs no
-    dependency beyond the standard library. The metadata server never goes
-    through here, and neither does an impersonated service account's ID-token
-    call to ``generateIdToken``: google-auth makes that one with its own
-    ``requests`` session (which honours ``HTTPS_PROXY`` and ``REQUESTS_CA_BUNDLE``),
-    so those credentials need the ``requests`` extra.
-
-    Args:
-        timeout: seconds per request when google-auth does not say.
-    """
-
-    def __init__(self, *, timeout: float = 10.0) -> None:
-        self._timeout = timeout
-
-    def __call__(
-        self,
-        url: str,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> google.auth.transport.Response:
-        request = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)
-        # A new opener per call reads the proxy settings now, not when the first call
-        # in the process happened (urlopen's shared opener keeps the first ones forever).
-        opener = urllib.request.build_opener()
-        try:
-            with opener.open(request, timeout=timeout or self._timeout) as reply:
-                return _UrllibResponse(reply.status, dict(reply.headers.items()), reply.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return _UrllibResponse(exc.code, dict(exc.headers.items()), exc.read())
-        except (OSError, http.client.HTTPException) as exc:
-            raise google.auth.exceptions.TransportError(  # type: ignore[no-untyped-call]
-                f"{method} {url} failed: {exc}"
-            ) from exc
 
 
 def _within(deadline: float, what: str, fn: Callable[[], T]) -> T:
@@ -375,7 +313,7 @@ class ADCSource:
             raise ConfigurationError("deadline must be a positive number of seconds")
         self._deadline = deadline
         self._credentials = credentials
-        self._request = request if request is not None else UrllibRequest()
+        self._request = request  # UrllibRequest() at first use: it imports google-auth
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._info: dict[str, Any] | None = None
@@ -411,8 +349,10 @@ class ADCSource:
         """
 
         def mint() -> Any:
+            import google.auth
+
             with _google_auth_errors("an access token"):
-                if isinstance(self._credentials, google.auth.credentials.Credentials):
+                if _is_credentials(self._credentials):
                     credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
                         self._credentials, list(scopes)
                     )
@@ -431,14 +371,18 @@ class ADCSource:
         return AccessToken(value, _epoch(credentials.expiry))
 
     def _describe(self) -> str:
-        if isinstance(self._credentials, google.auth.credentials.Credentials):
+        if _is_credentials(self._credentials):
             return type(self._credentials).__name__
         if self._credentials is not None:
-            return repr(os.fspath(self._credentials))
+            return repr(os.fspath(cast("str | os.PathLike[str]", self._credentials)))
         return "ADC"
 
     def _refresh(self, credentials: Any) -> None:
-        if not isinstance(self._credentials, google.auth.credentials.Credentials):
+        if self._request is None:
+            from ._urllib import UrllibRequest
+
+            self._request = UrllibRequest()
+        if not _is_credentials(self._credentials):
             credentials.refresh(self._request)  # a new object per fetch: nothing shared
             return
         # A credentials object the caller handed in is shared with the caller's own
@@ -463,10 +407,8 @@ class ADCSource:
             return self._path, self._info
 
     def _find_file(self) -> str:
-        if self._credentials is not None and not isinstance(
-            self._credentials, google.auth.credentials.Credentials
-        ):
-            return os.fspath(self._credentials)
+        if self._credentials is not None and not _is_credentials(self._credentials):
+            return os.fspath(cast("str | os.PathLike[str]", self._credentials))
         path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
         if path:
             if not os.path.isfile(path):
@@ -485,7 +427,7 @@ class ADCSource:
 
     def _id_token_credentials(self, audience: str) -> Any:
         credentials = self._credentials
-        if isinstance(credentials, google.auth.credentials.Credentials):
+        if _is_credentials(credentials):
             return _id_token_credentials_from_object(credentials, audience)
         path, info = self._load()
         kind = info.get("type")
@@ -533,6 +475,21 @@ def _id_token_credentials_from_object(
     )
 
 
+def _is_credentials(value: object) -> TypeGuard[google.auth.credentials.Credentials]:
+    # Without importing google-auth: a credentials object exists only if it was imported.
+    module = sys.modules.get("google.auth.credentials")
+    return module is not None and isinstance(value, module.Credentials)
+
+
+def __getattr__(name: str) -> Any:
+    # UrllibRequest moved to ._urllib (it subclasses google-auth's transport); still here.
+    if name == "UrllibRequest":
+        from ._urllib import UrllibRequest
+
+        return UrllibRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _epoch(expiry: datetime.datetime | None) -> float:
     if expiry is None:
         return time.time() + _UNKNOWN_LIFETIME
@@ -545,6 +502,8 @@ def _epoch(expiry: datetime.datetime | None) -> float:
 @contextlib.contextmanager
 def _google_auth_errors(what: str) -> Iterator[None]:
     """Turn google-auth's exceptions into TokenFetchError, with any token cut out."""
+    import google.auth.exceptions
+
     try:
         yield
     except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
@@ -564,6 +523,8 @@ def _google_auth_errors(what: str) -> Iterator[None]:
 
 def _unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says a token endpoint could not be reached (worth another try)."""
+    import google.auth.exceptions
+
     if isinstance(exc, google.auth.exceptions.TransportError | ConnectionError | TimeoutError):
         return True
     # google-auth reaches the IAM Credentials API through requests for impersonated ID

@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
+from .. import _log as _refusals
 from .._errors import (
     CallerNotAllowedError,
     ConfigurationError,
@@ -272,6 +273,8 @@ def denial(exc: S2SAuthError, *, realm: str = DEFAULT_REALM) -> Denial:
         headers.append(("WWW-Authenticate", challenge))
         error = exc.error or "unauthorized"
     payload = {"error": error, "reason": exc.reason, "detail": detail}
+    if isinstance(exc, CallerNotAllowedError) and (exc.email or exc.subject):
+        payload["caller"] = exc.email or exc.subject or ""  # who it was seen as; no allow-list
     body = json.dumps(payload, separators=(",", ":")).encode()
     headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     return Denial(exc.status_code, tuple(headers), payload, body)
@@ -343,7 +346,10 @@ class Gate:
     def route(self, method: str, path: str) -> Resolution:
         """The policy for a request: a :class:`CallerPolicy`, ``None`` (any verified
         caller) or :data:`EXEMPT` (no token needed)."""
-        return self.routes.resolve(method, path)
+        resolution = self.routes.resolve(method, path)
+        if resolution is not EXEMPT:
+            _refusals.at(method, path)  # names the request in its refusal's log line
+        return resolution
 
     def kind(self, path: str | None) -> Kind:
         """Which kind of caller a path takes (``accept``); ``None`` stands for ``/``."""
@@ -502,7 +508,10 @@ class Gate:
             refusal = InvalidTokenError("this path takes people signed in by IAP only")
             verifier.record_rejection(refusal)
             raise refusal
-        return caller if policy is None else verifier.authorize(caller, policy)
+        if policy is not None:
+            caller = verifier.authorize(caller, policy)
+        _refusals.done()  # let in: a later refusal in this thread is not this request's
+        return caller
 
     def deny(self, exc: S2SAuthError) -> Denial:
         """The response for ``exc`` under this gate's realm (see :func:`denial`)."""

@@ -50,10 +50,10 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .. import _otel
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, KeyFetchError, UnknownKeyError
 from .._flight import KEYS, SingleFlight
@@ -401,6 +401,7 @@ class KeySet:
             self._grace,
         )
 
+    @_otel.traced("s2sauth.keys.fetch", "keys", lambda keyset: {"url.full": keyset.certs_url})
     def _fetch(self) -> _Keys:
         with self._lock:
             self._fetches += 1
@@ -600,6 +601,8 @@ def _load_jwk(jwk: _Members, algorithms: frozenset[str]) -> PublicKey:
 
 
 def _load_pem(pem: str, algorithms: frozenset[str]) -> PublicKey:
+    from cryptography import x509  # only for the v1 PEM format: ~20 ms at import
+
     try:
         public_key = x509.load_pem_x509_certificate(pem.encode("utf-8")).public_key()
     except (ValueError, UnsupportedAlgorithm):

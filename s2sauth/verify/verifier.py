@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
+from .. import _log, _otel
 from .._errors import (
     AudienceMismatchError,
     CallerNotAllowedError,
@@ -233,6 +234,7 @@ class Verifier:
         self._verified = 0
         self._hits = 0
         self._rejected: Counter[str] = Counter()
+        self._refusal_log = _log.RefusalLog()
         for value in audiences:
             _warn_about_audience(value)
         if allowed_callers is None and not trust_cloud_run_iam:
@@ -369,6 +371,24 @@ class Verifier:
             verified, hits, rejected = self._verified, self._hits, dict(self._rejected)
         return VerifierStats(verified, rejected, hits, self._keyset.stats.fetches)
 
+    def warm(self) -> None:
+        """Fetch the verification keys now, so that the first request pays no fetch.
+
+        Use it at startup (Cloud Run cold starts): in a WSGI app's module, Django's
+        ``AppConfig.ready``, before a gRPC server starts. The ASGI middleware calls
+        :meth:`awarm` on lifespan startup by itself.
+
+        Raises:
+            KeyFetchError: the keys could not be fetched (a request will try again).
+
+        .. versionadded:: 0.2
+        """
+        self._keyset.refresh()
+
+    async def awarm(self) -> None:
+        """Like :meth:`warm`, without blocking the event loop."""
+        await self._keyset.arefresh()
+
     def verify(
         self,
         token: str,
@@ -494,6 +514,8 @@ class Verifier:
                 cache.move_to_end(token)
                 self._hits += 1
                 self._verified += 1
+                if _otel.active is not None:
+                    _otel.accepted(cache_hit=True)
                 return entry.caller
             del cache[token]
         finally:
@@ -531,6 +553,8 @@ class Verifier:
         not_before = max(claims["iat"], claims.get("nbf", 0))
         kid = None if key is None else parsed.kid
         entry = _new_tuple(_Verified, (caller, claims["exp"], not_before, kid))
+        if _otel.active is not None:
+            _otel.accepted(cache_hit=False)
         self._lock.acquire()
         try:
             self._verified += 1
@@ -560,9 +584,10 @@ class Verifier:
         """
         with self._lock:
             self._rejected[exc.reason] += 1
-        # The one INFO line of a rejected request. INFO even for missing keys: the key
-        # set itself says so once at WARNING.
-        logger.info("rejected: %s: %s", exc.reason, exc.message)
+        # The one INFO line of a rejected request (rate-limited, see s2sauth._log). INFO
+        # even for missing keys: the key set itself says so once at WARNING.
+        self._refusal_log(exc)
+        _otel.refused(exc)
 
 
 def _policy(allowed: CallerPolicy | Iterable[str]) -> CallerPolicy:
@@ -594,19 +619,23 @@ def _warn_about_audience(audience: str) -> None:
     parts = urlsplit(audience)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         return  # a custom audience: any string will do
+    # Callers (s2sauth, gcloud, Google's libraries) ask Cloud Run services for the origin;
+    # push senders ask for the full URL, which PushAudience matches per request.
+    origin = f"{parts.scheme}://{parts.netloc}"
     if parts.path == "/" and not parts.query:
         logger.warning(
-            "the audience %r ends with a slash: callers that follow Cloud Run's convention "
-            "ask for tokens for the origin, %r, which will not match",
+            "the audience %r ends with a slash: callers asking for the service URL %r, as "
+            "Cloud Run's callers do, will get 401 audience_mismatch; drop the slash",
             audience,
-            audience.rstrip("/"),
+            origin,
         )
     elif parts.path or parts.query:
         logger.warning(
-            "the audience %r has a path: Cloud Run callers ask for tokens for the origin "
-            "(scheme://host); if this is a push endpoint's URL on purpose, use "
+            "the audience %r has a path: callers asking for the service URL %r will get 401 "
+            "audience_mismatch; if this is a push endpoint's URL on purpose, use "
             "PushAudience(base URL) to match each request's own URL",
             audience,
+            origin,
         )
 
 
