@@ -415,7 +415,7 @@ class Gate:
             raise  # the verifier has logged and counted it
         except Exception as exc:
             raise self._unexpected(verifier, exc) from exc
-        return caller if policy is None else verifier.authorize(caller, policy)
+        return _admit(verifier, caller, policy)
 
     async def aauthenticate(
         self,
@@ -440,7 +440,7 @@ class Gate:
             raise  # the verifier has logged and counted it
         except Exception as exc:
             raise self._unexpected(verifier, exc) from exc
-        return caller if policy is None else verifier.authorize(caller, policy)
+        return _admit(verifier, caller, policy)
 
     def _choose(
         self,
@@ -508,10 +508,7 @@ class Gate:
             refusal = InvalidTokenError("this path takes people signed in by IAP only")
             verifier.record_rejection(refusal)
             raise refusal
-        if policy is not None:
-            caller = verifier.authorize(caller, policy)
-        _refusals.done()  # let in: a later refusal in this thread is not this request's
-        return caller
+        return _admit(verifier, caller, policy)
 
     def deny(self, exc: S2SAuthError) -> Denial:
         """The response for ``exc`` under this gate's realm (see :func:`denial`)."""
@@ -542,3 +539,12 @@ def _kinds(
                 "and the IAPVerifier as iap"
             )
     return tuple(sorted(chosen.items(), key=lambda item: len(item[0]), reverse=True))
+
+
+def _admit(verifier: Verifier, caller: Caller, policy: CallerPolicy | None) -> Caller:
+    # The last step of every check: the allow-list, then forget the request being checked,
+    # so that a later refusal in this thread is not logged under its name.
+    if policy is not None:
+        caller = verifier.authorize(caller, policy)
+    _refusals.done()
+    return caller
