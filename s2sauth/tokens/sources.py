@@ -559,8 +559,9 @@ def _external_account_id_token_credentials(
     # its own impersonation of external accounts the same way
     # (external_account._initialize_impersonated_credentials). It costs one STS exchange
     # and one generateIdToken per fetch, and needs only roles/iam.workloadIdentityUser
-    # for the federated principal. Go's idtoken starts from the full config instead, so
-    # the service account calls generateIdToken on itself: one more call, and it needs
+    # for the federated principal (google-github-actions/auth mints its id_token output
+    # the same way). Go's idtoken starts from the full config instead, so the service
+    # account calls generateIdToken on itself: one more call, and it needs
     # roles/iam.serviceAccountOpenIdTokenCreator on itself.
     federated_info = {
         key: value
