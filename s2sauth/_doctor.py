@@ -202,6 +202,20 @@ def _adc_identity(path: str, found_by: str, absent: str) -> Identity | Finding:
             details,
             fix="gcloud auth application-default login --impersonate-service-account SA_EMAIL",
         )
+    if kind == "external_account":
+        match = _IMPERSONATED.search(str(info.get("service_account_impersonation_url", "")))
+        if match:
+            origin = f"Workload Identity Federation config at {path} ({found_by})"
+            return Identity(match.group(1), origin, ADCSource(path), details)
+        return Finding(
+            "identity",
+            Status.WARN,
+            f"Workload Identity Federation config at {path} ({found_by}) is bound to no "
+            "service account, so it cannot mint ID tokens",
+            details,
+            fix="gcloud iam workload-identity-pools create-cred-config PROVIDER "
+            "--service-account=SA_EMAIL ...",
+        )
     if kind == "authorized_user":
         return Finding(
             "identity",
@@ -217,7 +231,8 @@ def _adc_identity(path: str, found_by: str, absent: str) -> Identity | Finding:
         f"Application Default Credentials of type {kind!r} at {path}, which s2sauth cannot "
         "mint ID tokens with",
         details,
-        fix="use a service-account key file or an impersonated service account",
+        fix="use a service-account key file, an impersonated service account, or a "
+        "Workload Identity Federation config bound to one",
     )
 
 

@@ -41,6 +41,15 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_HOSTS = ("https://oauth2.googleapis.com", f"https://{IAM_HOST}")
 #: The only refresh token the fake Google accepts.
 REFRESH_TOKEN = "1//fake-refresh-token"
+#: What an STS token exchange asks for and hands out (RFC 8693, Google's STS).
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+#: The workload identity provider a federated config names as its STS audience.
+POOL_AUDIENCE = (
+    "//iam.googleapis.com/projects/123456789/locations/global/"
+    "workloadIdentityPools/github/providers/github"
+)
 #: Proxy settings a test clears so the outer environment cannot reroute its requests.
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 #: What the doctor and the token sources read from the environment to find an identity and keys.
@@ -236,6 +245,8 @@ class FakeGoogle:
         self.issued: list[str] = []
         #: The host:port of each CONNECT.
         self.tunnels: list[str] = []
+        #: The only subject token the STS exchanges (Workload Identity Federation).
+        self.subject_token: str | None = None
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -282,6 +293,11 @@ class FakeGoogle:
     def paths(self) -> list[str]:
         """The path of every request received, in order."""
         return [seen.path for seen in self.seen]
+
+    @property
+    def exchanges(self) -> list[Seen]:
+        """The STS token exchanges received, in order."""
+        return [seen for seen in self.seen if seen.body.get("grant_type") == TOKEN_EXCHANGE_GRANT]
 
     def close(self) -> None:
         """Stop serving."""
@@ -333,6 +349,8 @@ class FakeGoogle:
     def token(self, path: str, authorization: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
         """Answer the token endpoint: a refresh-token grant, or a JWT grant signed by the key."""
         form = {name: values[0] for name, values in parse_qs(raw.decode()).items()}
+        if form.get("grant_type") == TOKEN_EXCHANGE_GRANT:
+            return self.exchange(path, authorization, form)
         grant: dict[str, Any] = {}
         refusal = None
         if form.get("grant_type") == "refresh_token":
@@ -366,6 +384,29 @@ class FakeGoogle:
         if self.expires_in is not None:
             reply["expires_in"] = self.expires_in
         return 200, reply
+
+    def exchange(
+        self, path: str, authorization: str | None, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer an STS token exchange: a federated access token for the one subject token."""
+        self.seen.append(Seen(path, authorization, form))
+        expected = {
+            "audience": POOL_AUDIENCE,
+            "subject_token_type": JWT_TOKEN_TYPE,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "subject_token": self.subject_token,
+        }
+        for name, value in expected.items():
+            if form.get(name) != value:
+                # Echoes the subject token back, as a careless upstream might.
+                reason = f"Invalid {name} {form.get(name)!r}"
+                return 400, {"error": "invalid_grant", "error_description": reason}
+        return 200, {
+            "access_token": self.issue("federated"),
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": 3599,
+        }
 
     def sign(self, claims: dict[str, Any]) -> str:
         """A JWT over ``claims``, signed with the key the fake trusts."""

@@ -168,6 +168,34 @@ def test_identity_from_gcloud_impersonation(
     assert identity.email == "runner@p.iam.gserviceaccount.com"
 
 
+@pytest.mark.parametrize("bound", [True, False], ids=["bound", "unbound"])
+def test_identity_from_workload_identity_federation(
+    dead_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: HTTPTransport,
+    bound: bool,
+) -> None:
+    """A federated config names the service account it is bound to, or says how to bind one."""
+    info = {"type": "external_account", "audience": "//iam.googleapis.com/projects/1/x"}
+    if bound:
+        info["service_account_impersonation_url"] = (
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
+            "deployer@p.iam.gserviceaccount.com:generateAccessToken"
+        )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", _write(tmp_path / "wif.json", info))
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{dead_port}")
+    identity = find_identity(transport=transport)
+    if bound:
+        assert isinstance(identity, Identity)
+        assert identity.email == "deployer@p.iam.gserviceaccount.com"
+        assert "Workload Identity Federation" in identity.origin
+    else:
+        assert not isinstance(identity, Identity)
+        assert identity.status is Status.WARN
+        assert identity.fix is not None and "--service-account=SA_EMAIL" in identity.fix
+
+
 def test_user_credentials_cannot_mint(
     dead_port: int,
     tmp_path: Path,

@@ -582,8 +582,8 @@ def test_adc_bad_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     broken.write_text("{not json")
     with pytest.raises(TokenFetchError, match="broken.json"):
         ADCSource(broken).fetch_id_token("a")
-    other = tmp_path / "external.json"
-    other.write_text(json.dumps({"type": "external_account"}))
+    other = tmp_path / "gdch.json"
+    other.write_text(json.dumps({"type": "gdch_service_account"}))
     with pytest.raises(TokenFetchError, match="cannot mint ID tokens"):
         ADCSource(other).fetch_id_token("a")
 

@@ -9,7 +9,8 @@ Every source has ``fetch_id_token(audience) -> IDToken`` and
 * :class:`MetadataServerSource`: the instance's own service account, on
   Cloud Run, GCE, GKE, Cloud Functions, or the local ``s2sauth emulator``.
 * :class:`ADCSource`: Application Default Credentials through google-auth, off
-  Google Cloud (a service-account key file, an impersonated service account).
+  Google Cloud (a service-account key file, an impersonated service account, a
+  Workload Identity Federation config bound to a service account).
 * :class:`DefaultSource`: the metadata server when one answers, else ADC.
 """
 
@@ -276,9 +277,15 @@ class ADCSource:
     ID tokens come from a service-account key file
     (``google.oauth2.service_account.IDTokenCredentials``) or an impersonated
     service account (``google.auth.impersonated_credentials.IDTokenCredentials``),
-    the way ``google.oauth2.id_token.fetch_id_token`` finds them. gcloud *user*
-    credentials cannot mint ID tokens for an arbitrary audience; asking for one
-    raises a :class:`~s2sauth.TokenFetchError` that says what to do instead.
+    the way ``google.oauth2.id_token.fetch_id_token`` finds them, or from a
+    Workload Identity Federation config (``external_account``: GitHub Actions,
+    AWS, Azure, a file- or URL-sourced subject token): its federated token asks
+    the IAM Credentials API's ``generateIdToken`` for the service account named
+    by ``service_account_impersonation_url``, as Go's ``idtoken`` package does.
+    gcloud *user* credentials (workforce sign-ins included) cannot mint ID
+    tokens for an arbitrary audience, nor can a federated config bound to no
+    service account; asking for one raises a :class:`~s2sauth.TokenFetchError`
+    that says what to do instead.
 
     When ``credentials`` is omitted, the ADC file is found at first use:
     ``GOOGLE_APPLICATION_CREDENTIALS``, else gcloud's
@@ -299,7 +306,8 @@ class ADCSource:
             finish alone when the deadline passes.
 
     .. versionchanged:: 0.2
-       ``deadline``.
+       ``deadline``; ID tokens from ``external_account`` (Workload Identity
+       Federation) files.
     """
 
     def __init__(
@@ -358,9 +366,13 @@ class ADCSource:
                     )
                 else:
                     # The file as first read, as for ID tokens: both kinds use the same key.
-                    credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-                        self._load()[1], scopes=list(scopes)
-                    )
+                    info = self._load()[1]
+                    if info.get("type") == "external_account":
+                        credentials = _external_account_credentials(info, scopes)
+                    else:
+                        credentials, _ = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+                            info, scopes=list(scopes)
+                        )
                 self._refresh(credentials)
             return credentials
 
@@ -446,12 +458,83 @@ class ADCSource:
             return impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
                 target, target_audience=audience, include_email=True
             )
-        if kind == "authorized_user":
+        if kind == "external_account":
+            return _external_account_id_token_credentials(info, path, audience)
+        if kind in ("authorized_user", "external_account_authorized_user"):
             raise TokenFetchError(f"{_USER_CREDENTIALS_HELP} (found {path})")
         raise TokenFetchError(
             f"credentials of type {kind!r} in {path} cannot mint ID tokens; use a "
-            "service-account key file or an impersonated service account"
+            "service-account key file, an impersonated service account, or a Workload "
+            "Identity Federation config that impersonates one"
         )
+
+
+_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+_FEDERATION_HELP = (
+    "a Workload Identity Federation config mints ID tokens only by impersonating a "
+    "service account, and this one names none (no service_account_impersonation_url). "
+    "Create it with `gcloud iam workload-identity-pools create-cred-config PROVIDER "
+    "--service-account=SA_EMAIL ...` and grant the federated principal "
+    "roles/iam.workloadIdentityUser on that service account"
+)
+
+
+def _external_account_id_token_credentials(
+    info: Mapping[str, Any], path: str, audience: str
+) -> Any:
+    # Workload Identity Federation (GitHub Actions, AWS, Azure, a file or URL subject token):
+    # the federated token is no identity a Cloud Run service can check, so the service
+    # account the config is bound to signs the ID token, through generateIdToken.
+    from google.auth import impersonated_credentials
+
+    url = info.get("service_account_impersonation_url")
+    if not isinstance(url, str) or not url:
+        raise TokenFetchError(f"{_FEDERATION_HELP} (found {path})")
+    # .../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken
+    email = url.rpartition("/serviceAccounts/")[2].partition(":")[0]
+    if "@" not in email:
+        raise TokenFetchError(
+            f"service_account_impersonation_url in {path} names no service account email"
+        )
+    # The source is the federated STS token itself (the impersonation URL dropped), not
+    # the service account's access token the full config would mint: google-auth builds
+    # its own impersonation of external accounts the same way
+    # (external_account._initialize_impersonated_credentials). It costs one STS exchange
+    # and one generateIdToken per fetch, and needs only roles/iam.workloadIdentityUser
+    # for the federated principal (google-github-actions/auth mints its id_token output
+    # the same way). Go's idtoken starts from the full config instead, so the service
+    # account calls generateIdToken on itself: one more call, and it needs
+    # roles/iam.serviceAccountOpenIdTokenCreator on itself.
+    federated_info = {
+        key: value
+        for key, value in info.items()
+        if key not in ("service_account_impersonation_url", "service_account_impersonation")
+    }
+    federated = _external_account_credentials(federated_info, [_CLOUD_PLATFORM])
+    target = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=federated,
+        target_principal=email,
+        target_scopes=[_CLOUD_PLATFORM],
+    )
+    return impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+        target, target_audience=audience, include_email=True
+    )
+
+
+def _external_account_credentials(info: Mapping[str, Any], scopes: Sequence[str]) -> Any:
+    # Not google.auth.load_credentials_from_dict: for an external account it also looks
+    # up the pool's project ID, which exchanges a token (through google-auth's own
+    # requests transport) and calls Cloud Resource Manager, on every load. from_info does
+    # no I/O. The dispatch is google-auth's own (_default._get_external_account_credentials).
+    from google.auth import aws, identity_pool, pluggable
+
+    source = info.get("credential_source")
+    kind: Any = identity_pool.Credentials
+    if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
+        kind = aws.Credentials
+    elif isinstance(source, Mapping) and source.get("executable") is not None:
+        kind = pluggable.Credentials
+    return kind.from_info(info, scopes=list(scopes))
 
 
 def _id_token_credentials_from_object(
