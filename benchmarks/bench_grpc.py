@@ -286,7 +286,9 @@ def burst(kind: str, target: str, audience: str) -> None:
             grpc.composite_channel_credentials(local, grpc.metadata_call_credentials(plugin)),
         )
     else:
-        channel = secure_channel(target, audience=audience, credentials=local)
+        # A fixed audience goes only to its own origin unless targets names this one.
+        targets = [f"https://{target}"]
+        channel = secure_channel(target, audience=audience, targets=targets, credentials=local)
     with channel:
         grpc.channel_ready_future(channel).result(10)
         echo = channel.unary_unary(METHOD)

@@ -41,11 +41,11 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any, Final
 
-from ._errors import CallerNotAllowedError, ConfigurationError, InvalidClaimsError
+from ._errors import ConfigurationError, InvalidClaimsError
 from ._http import Transport
 from .verify.caller import Caller, _verified_caller
 from .verify.keys import KeySet
-from .verify.policy import CallerPolicy
+from .verify.policy import PeoplePolicy
 from .verify.verifier import Verifier
 
 __all__ = [
@@ -71,67 +71,6 @@ IAP_MAX_LIFETIME: Final = 600
 
 # "/projects/NUMBER/..." (see the module docstring for the documented forms).
 _AUDIENCE = re.compile(r"/projects/[0-9]+/[A-Za-z0-9._:/-]+")
-_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
-_USER = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
-
-
-class PeoplePolicy(CallerPolicy):
-    """An allow-list of people: emails, and Google Workspace domains (the ``hd`` claim).
-
-    Use it through :class:`IAPVerifier` (``allowed_users``/``allowed_domains``).
-    A domain matches only the ``hd`` claim IAP signs, never the text after ``@``
-    in an email (a consumer account can have any email at any domain).
-
-    Args:
-        users: emails, compared case-insensitively.
-        domains: Workspace domains, such as ``"example.com"``.
-
-    Raises:
-        ConfigurationError: an entry that is not an email or a domain, or no entry at all.
-    """
-
-    def __init__(self, users: Iterable[str] = (), domains: Iterable[str] = ()) -> None:
-        self._users = _entries("allowed_users", users, _USER)
-        self._domains = _entries("allowed_domains", domains, _DOMAIN)
-        if not (self._users or self._domains):
-            raise ConfigurationError(
-                "the allow-list of people is empty, which would refuse everyone; name "
-                "allowed_users or allowed_domains, or pass neither to accept anyone IAP admits"
-            )
-        # CallerPolicy's own sets, so its other methods see an empty service allow-list.
-        self._emails = self._users
-        self._subjects = frozenset()
-        self._projects = frozenset()
-
-    @property
-    def entries(self) -> frozenset[str]:
-        """Every entry, lower-cased: emails, and domains as ``hd:DOMAIN``."""
-        return self._users | {f"hd:{domain}" for domain in self._domains}
-
-    def __repr__(self) -> str:
-        return f"PeoplePolicy({sorted(self.entries)!r})"
-
-    def allows(self, caller: Caller) -> bool:
-        """Whether ``caller``'s email or signed Workspace domain is on the list."""
-        email = caller.email
-        if email is not None and email.isascii() and email.lower() in self._users:
-            return True
-        hd = caller.claims.get("hd")
-        return type(hd) is str and hd.isascii() and hd.lower() in self._domains
-
-    def check(self, caller: Caller) -> None:
-        """Raise unless ``caller`` is allowed.
-
-        Raises:
-            CallerNotAllowedError: naming the person's email.
-        """
-        if not self.allows(caller):
-            raise CallerNotAllowedError(
-                f"{caller.email or 'this person'} is not allowed to use this service; add "
-                "the email to allowed_users or the Workspace domain to allowed_domains",
-                email=caller.email,
-                subject=caller.subject,
-            )
 
 
 class IAPVerifier(Verifier):
@@ -241,15 +180,3 @@ class IAPVerifier(Verifier):
         if "hd" in claims and type(hd) is not str:
             raise InvalidClaimsError("the IAP assertion's hd claim must be a string")
         return _verified_caller(email, claims["sub"], claims["aud"], MappingProxyType(claims))
-
-
-def _entries(name: str, values: Iterable[str], pattern: re.Pattern[str]) -> frozenset[str]:
-    if isinstance(values, str):
-        values = (values,)
-    chosen: set[str] = set()
-    for value in values:
-        text = value.strip().lower() if isinstance(value, str) else None
-        if text is None or not pattern.fullmatch(text):
-            raise ConfigurationError(f"{name} entry {value!r} is not acceptable")
-        chosen.add(text)
-    return frozenset(chosen)

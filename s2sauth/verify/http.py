@@ -54,9 +54,17 @@ from .._errors import (
     MissingTokenError,
     S2SAuthError,
 )
-from ..iap import PeoplePolicy
 from .caller import Caller
-from .policy import EXEMPT, CallerPolicy, Resolution, RoutePolicy, Rule, _normalise, _under
+from .policy import (
+    EXEMPT,
+    CallerPolicy,
+    PeoplePolicy,
+    Resolution,
+    RoutePolicy,
+    Rule,
+    _normalise,
+    _under,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .verifier import Verifier
