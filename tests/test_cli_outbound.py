@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -262,3 +263,72 @@ def test_call_in_a_subprocess_reads_stdin(
     ((method, path, headers, received),) = seen
     assert (method, path, received) == ("POST", "/in", b"from stdin")
     assert payload(headers["authorization"].removeprefix("Bearer "))["aud"] == origin
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    """``/status/NNN`` answers NNN; ``/jwks`` serves ``document`` with no Cache-Control."""
+
+    protocol_version = "HTTP/1.1"
+    document: bytes
+    seen: list[tuple[str, bytes]]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append((self.command, self.rfile.read(length) if length else b""))
+        if self.path.startswith("/status/"):
+            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
+        else:
+            status, reply = 200, self.document
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = _serve
+
+
+@pytest.fixture
+def status_server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
+    seen: list[tuple[str, bytes]] = []
+    attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
+    with serving(type("Handler", (_StatusHandler,), attributes)) as origin:
+        yield origin, seen
+
+
+# -- s2sauth call --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "exit_status"), [(299, 0), (599, 1)])
+def test_call_status_without_a_reason_phrase(
+    status: int,
+    exit_status: int,
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A status code with no standard phrase prints as 'HTTP NNN'; 2xx still exits 0."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    assert main(["call", f"{status_server[0]}/status/{status}"]) == exit_status
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("odd", f"HTTP {status}\n")
+
+
+def test_call_reads_the_body_from_stdin(
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-d @- posts standard input's bytes unchanged."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    body = b"\x00binary\xffbody\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
+    origin, seen = status_server
+    assert main(["call", origin + "/in", "-d", "@-"]) == 0
+    assert seen == [("POST", body)]
