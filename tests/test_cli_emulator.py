@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import json
+import os
 import queue
 import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
+import wsgiref.simple_server
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+from support import PROBED_ENVIRONMENT
 
 from s2sauth._http import HTTPRequest, HTTPTransport
 from s2sauth.cli import main
 from s2sauth.cli.demo import bind
+from s2sauth.cli.emulator import is_loopback
 from s2sauth.verify.verifier import Verifier
 
 AUDIENCE = "https://svc.example"
@@ -134,3 +143,168 @@ def test_emulator_command_stops_cleanly_on_sigterm() -> None:
     assert served.caller == worker
     assert served.out.endswith(f"# accounts: {worker}")
     assert served.err == "s2sauth emulator: serving; press Ctrl-C to stop\n"
+
+
+# -- starting and stopping -------------------------------------------------------------------
+
+
+class _InterruptOnImport(importlib.abc.MetaPathFinder):
+    """Raises KeyboardInterrupt when ``name`` is imported: Ctrl-C while the CLI loads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname == self.name:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_commands_load_exits_130_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """^C while the command modules are imported (the slow part of start-up) exits 130, silently."""
+    monkeypatch.delitem(sys.modules, "s2sauth.cli.emulator", raising=False)
+    monkeypatch.setattr(
+        sys, "meta_path", [_InterruptOnImport("s2sauth.cli.emulator"), *sys.meta_path]
+    )
+    assert main(["emulator", "--port", "0"]) == 130
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals to a child are POSIX")
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.4])
+def test_sigint_right_after_start_ends_without_a_traceback(delay: float) -> None:
+    """SIGINT at any moment of start-up ends `s2sauth emulator` quietly (130, or 0 once serving)."""
+    command = [sys.executable, "-m", "s2sauth", "emulator", "--port", "0"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    # -SIGINT: the signal came before Python installed its handler, and killed it silently.
+    assert process.returncode in (0, 130, -signal.SIGINT)
+
+
+# -- loading the environment, and one identity per local service -----------------------------
+
+ORDERS = "orders@demo-project.iam.gserviceaccount.com"
+BILLING = "billing@demo-project.iam.gserviceaccount.com"
+
+
+def _wait_for_files(process: subprocess.Popen[str], *paths: Path) -> None:
+    """Wait until the emulator has written every env file (its readiness signal)."""
+    deadline = time.monotonic() + 60
+    while not all(path.exists() for path in paths):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the emulator wrote no env file in 60 s"
+        time.sleep(0.02)
+
+
+def _receiver(audience_port: int, allowed: str, certs_url: str) -> Any:
+    """A WSGI service on loopback that answers 200 to ``allowed`` only; returns the server."""
+    from s2sauth.wsgi import IDTokenMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["s2sauth.caller"].email.encode()]
+
+    verifier = Verifier(
+        f"http://127.0.0.1:{audience_port}", allowed_callers=[allowed], certs_url=certs_url
+    )
+    return IDTokenMiddleware(app, verifier=verifier)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell and signals")
+def test_each_local_service_runs_as_its_own_identity(tmp_path: Path) -> None:
+    """Two callers, each loading its own --env-file, reach one receiver that allows only one."""
+    orders_env, billing_env = tmp_path / "orders.env", tmp_path / "billing.env"
+    command = [sys.executable, "-m", "s2sauth", "emulator", "--port", "0"]
+    command += ["--account", ORDERS, "--account", BILLING]
+    command += ["--env-file", str(orders_env), "--env-file", str(billing_env)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as emulator:
+        try:
+            _wait_for_files(emulator, orders_env, billing_env)
+            shared = dict(
+                shlex.split(line)[1].split("=", 1) for line in orders_env.read_text().splitlines()
+            )
+            with bind() as sock:
+                port = sock.getsockname()[1]
+            app = _receiver(port, ORDERS, shared["S2SAUTH_CERTS_URL"])
+            server = wsgiref.simple_server.make_server(
+                "127.0.0.1", port, app, handler_class=_QuietHandler
+            )
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                results = {}
+                for name, env_file in (("orders", orders_env), ("billing", billing_env)):
+                    script = f'. "{env_file}" && exec "$0" -m s2sauth call "$1"'
+                    results[name] = subprocess.run(
+                        ["sh", "-c", script, sys.executable, f"http://127.0.0.1:{port}/"],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                        env=_without_metadata_variables(),
+                    )
+            finally:
+                server.shutdown()
+                server.server_close()
+        finally:
+            emulator.send_signal(signal.SIGINT)
+            _, err = emulator.communicate(timeout=30)
+    assert (results["orders"].returncode, results["orders"].stdout) == (0, ORDERS + "\n")
+    assert results["billing"].returncode == 1
+    assert "403" in results["billing"].stderr
+    refusal = json.loads(results["billing"].stdout)
+    assert (refusal["reason"], refusal["caller"]) == ("caller_not_allowed", BILLING)
+    # The files exist only while the emulator serves, so a stale one never points nowhere.
+    assert emulator.returncode == 0, err
+    assert not orders_env.exists() and not billing_env.exists()
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _without_metadata_variables() -> dict[str, str]:
+    """This environment without proxies or anything pointing at a metadata server."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in PROBED_ENVIRONMENT and "proxy" not in name.lower()
+    }
+
+
+def test_more_env_files_than_accounts_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Nth --env-file is for the Nth account: one too many exits 2 before serving."""
+    files = [f"--env-file={tmp_path / name}" for name in ("a", "b", "c")]
+    assert main(["emulator", "--port", "0", *files]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "3 --env-file for 2 account(s)" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True)]
+    + [("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.com", False)],
+)
+def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
+    """Only loopback addresses (and 'localhost') count as private to this machine."""
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals to a child are POSIX")
+def test_a_non_loopback_host_is_warned_about_loudly() -> None:
+    """--host 0.0.0.0 serves, but stderr first says, in capitals, that anyone can mint tokens."""
+    served = _serve_then_stop(["--host", "0.0.0.0"], signal.SIGINT)
+    warning = served.err.splitlines()
+    assert warning[0] == "s2sauth emulator: WARNING: listening on 0.0.0.0, not on loopback."
+    assert "ANY machine that can reach this address can mint ID tokens" in served.err
+    assert warning[-1] == "s2sauth emulator: serving; press Ctrl-C to stop"

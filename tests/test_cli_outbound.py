@@ -156,7 +156,7 @@ def test_call_get(
     origin, seen = server
     assert main(["call", origin + "/things?x=1"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == "hello"
+    assert captured.out == "hello\n"
     assert captured.err == "HTTP 200 OK\n"
     ((method, path, headers, _),) = seen
     assert (method, path) == ("GET", "/things?x=1")
@@ -179,7 +179,7 @@ def test_call_post_with_options(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("HTTP 200 OK\r\n") and "x-served-by: recorder\r\n" in out
-    assert out.endswith("\r\n\r\nhello")
+    assert out.endswith("\r\n\r\nhello\n")
     ((method, _, headers, received),) = seen
     assert (method, received) == ("POST", b'{"n": 1}')
     assert headers["content-type"] == "text/x" and headers["x-extra"] == "yes"
@@ -205,7 +205,7 @@ def test_call_non_2xx_exits_1(
     origin, _ = server
     assert main(["call", origin + "/401"]) == 1
     captured = capsys.readouterr()
-    assert (captured.out, captured.err) == ("denied", "HTTP 401 Unauthorized\n")
+    assert (captured.out, captured.err) == ("denied\n", "HTTP 401 Unauthorized\n")
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_call_in_a_subprocess_reads_stdin(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"hello"
+    assert result.stdout == b"hello\n"
     ((method, path, headers, received),) = seen
     assert (method, path, received) == ("POST", "/in", b"from stdin")
     assert payload(headers["authorization"].removeprefix("Bearer "))["aud"] == origin
@@ -271,6 +271,7 @@ class _StatusHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     document: bytes
     seen: list[tuple[str, bytes]]
+    bodies = {"binary": b"\x89PNG\r\n\x00\xff", "line": b"one line\n", "utf8": "é".encode()}
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -280,6 +281,8 @@ class _StatusHandler(BaseHTTPRequestHandler):
         self.seen.append((self.command, self.rfile.read(length) if length else b""))
         if self.path.startswith("/status/"):
             status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
+        elif self.path.startswith("/body/"):
+            status, reply = 200, self.bodies[self.path.rsplit("/", 1)[1]]
         else:
             status, reply = 200, self.document
         self.send_response(status)
@@ -316,7 +319,7 @@ def test_call_status_without_a_reason_phrase(
     monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
     assert main(["call", f"{status_server[0]}/status/{status}"]) == exit_status
     captured = capsys.readouterr()
-    assert (captured.out, captured.err) == ("odd", f"HTTP {status}\n")
+    assert (captured.out, captured.err) == ("odd\n", f"HTTP {status}\n")
 
 
 def test_call_reads_the_body_from_stdin(
@@ -332,3 +335,25 @@ def test_call_reads_the_body_from_stdin(
     origin, seen = status_server
     assert main(["call", origin + "/in", "-d", "@-"]) == 0
     assert seen == [("POST", body)]
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        pytest.param("utf8", "é\n".encode(), id="text: a final newline added"),
+        pytest.param("line", b"one line\n", id="text with its newline: unchanged"),
+        pytest.param("binary", b"\x89PNG\r\n\x00\xff", id="binary: byte for byte"),
+    ],
+)
+def test_call_ends_a_text_body_with_a_newline(
+    name: str,
+    printed: bytes,
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """A text body gets the final newline it lacks; a binary body is written unchanged."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    assert main(["call", f"{status_server[0]}/body/{name}"]) == 0
+    assert capsysbinary.readouterr().out == printed
