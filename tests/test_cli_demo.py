@@ -127,20 +127,16 @@ def test_demo_without_grpcio(
     assert "pip install 's2sauth[grpc]'" in out
 
 
-def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """A --port-asgi that is taken is reported, with exit 2 and no traceback."""
+@pytest.mark.parametrize("option", ["--port-asgi", "--port-wsgi", "--port-grpc"])
+def test_demo_port_in_use(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A taken --port-* is reported naming the option and the port, exit 2, no traceback."""
     with bind() as taken:
         taken.listen()
-        assert main(["demo", "--port-asgi", str(taken.getsockname()[1])]) == 2
-    assert "cannot listen" in capsys.readouterr().err
-
-
-def test_demo_grpc_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """A --port-grpc that is taken is reported the same way."""
-    with bind() as taken:
-        taken.listen()
-        assert main(["demo", "--port-grpc", str(taken.getsockname()[1])]) == 2
-    assert "cannot listen" in capsys.readouterr().err
+        port = taken.getsockname()[1]
+        assert main(["demo", option, str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"s2sauth demo: cannot listen on 127.0.0.1:{port} ({option}): ")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def _lines(stream: Iterator[str]) -> queue.Queue[str]:

@@ -123,6 +123,19 @@ def test_token_without_any_source_fails(
     assert main(["token", "https://callee.example"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metadata server" in err
+    # GOOGLE_APPLICATION_CREDENTIALS is set (to a missing file): fix it, not "set" it.
+    assert "set GOOGLE_APPLICATION_CREDENTIALS" not in err
+    assert "fix the credentials GOOGLE_APPLICATION_CREDENTIALS names" in err
+
+
+def test_token_without_any_source_or_adc_variable_says_to_set_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With GOOGLE_APPLICATION_CREDENTIALS unset, the failure suggests setting it."""
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    assert main(["token", "https://callee.example"]) == 1
+    assert "elsewhere set GOOGLE_APPLICATION_CREDENTIALS" in capsys.readouterr().err
 
 
 def test_token_empty_audience_is_a_usage_error(

@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from s2sauth.cli import main
+from s2sauth.cli.demo import bind
+from s2sauth.cli.verify import keys_hint
 from s2sauth.emulator import Emulator
 
 AUDIENCE = "https://svc.example"
@@ -178,3 +180,40 @@ def test_verify_bad_options_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"s2sauth verify: {message}\n"
+
+
+def test_certs_url_help_names_the_variable_that_wins(capsys: pytest.CaptureFixture[str]) -> None:
+    """--certs-url's help says S2SAUTH_CERTS_URL is the default before Google's."""
+    with pytest.raises(SystemExit):
+        main(["verify", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: $S2SAUTH_CERTS_URL if set, else Google's" in help_text
+
+
+@pytest.mark.parametrize(
+    ("option", "environ", "hinted"),
+    [
+        pytest.param(None, {}, True, id="Google's URL by default: say to set it"),
+        pytest.param(None, {"S2SAUTH_CERTS_URL": "http://k"}, False, id="variable set"),
+        pytest.param("http://k", {}, False, id="--certs-url given"),
+    ],
+)
+def test_a_key_fetch_failure_says_to_set_s2sauth_certs_url(
+    option: str | None, environ: dict[str, str], hinted: bool
+) -> None:
+    """Keys unreachable from Google's default URL: the message says to set S2SAUTH_CERTS_URL."""
+    hint = keys_hint(option, environ)
+    assert ("export the S2SAUTH_CERTS_URL" in hint) is hinted and (hint == "") is not hinted
+
+
+def test_a_key_fetch_failure_from_a_given_url_is_shown_without_a_hint(
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the keys URL from S2SAUTH_CERTS_URL, a failure is one line and no hint to set it."""
+    with bind() as sock:
+        monkeypatch.setenv("S2SAUTH_CERTS_URL", f"http://127.0.0.1:{sock.getsockname()[1]}/c")
+        assert main(["verify", emulator.mint(AUDIENCE), "-a", AUDIENCE]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("rejected (503 keys_unavailable): ") and "S2SAUTH_CERTS_URL" not in err

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -961,3 +962,16 @@ def test_host_for_an_unknown_account_or_a_stopped_emulator(emulator_key: rsa.RSA
         own = em.host_for(STRANGER)
     with pytest.raises(OSError):
         _email_at(own)
+
+
+@pytest.mark.parametrize("exp", [0, -45], ids=["epoch", "45 s ago"])
+def test_a_minted_exp_in_the_past_is_an_expired_token(emulator: Emulator, exp: int) -> None:
+    """mint(claims={"exp": ...}) alone moves iat back too, so the token is expired, not invalid."""
+    from s2sauth import ExpiredTokenError, Verifier
+
+    when = exp if exp == 0 else int(time.time()) + exp
+    token = emulator.mint("https://svc", claims={"exp": when})
+    assert decode(token)[1]["iat"] == max(0, when - 3600)
+    verifier = Verifier("https://svc", allowed_callers=[CALLER], certs_url=emulator.jwks_url)
+    with pytest.raises(ExpiredTokenError):
+        verifier.verify(token)

@@ -441,7 +441,9 @@ class Emulator:
             account: whose token; any email (default: :attr:`default_account`).
             full: include ``email`` and ``email_verified`` (``format=full``).
             claims: claims to add or replace; a value of :attr:`DELETE` removes
-                the claim (``None`` is kept, as JSON ``null``).
+                the claim (``None`` is kept, as JSON ``null``). An integer ``exp``
+                without ``iat`` moves ``iat`` to ``exp - lifetime`` (not before 1970),
+                so ``claims={"exp": 0}`` makes an expired token.
             header: header members to add or replace, :attr:`DELETE` likewise.
             lifetime: seconds from ``iat`` to ``exp``.
             key: sign with this key instead (the ``kid`` stays unless ``header`` changes it).
@@ -455,6 +457,11 @@ class Emulator:
         if full:
             payload.update(email=email, email_verified=True)
         payload.update(exp=now + lifetime, iat=now, iss=_ISSUER, sub=subject)
+        given = claims or {}
+        if _is_time(given.get("exp")) and "iat" not in given:
+            # A token that expires at exp was issued lifetime before it (never before
+            # 1970): claims={"exp": 0} is an expired token, not one issued after it expired.
+            payload["iat"] = max(0, given["exp"] - lifetime)
         jose: dict[str, Any] = {"alg": "RS256", "kid": signing.kid, "typ": "JWT"}
         _apply(payload, claims)
         _apply(jose, header)
@@ -810,6 +817,10 @@ class Emulator:
 
     def _project_info(self) -> dict[str, Any]:
         return {"numericProjectId": int(self.numeric_project_id), "projectId": self.project_id}
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _apply(target: dict[str, Any], changes: Mapping[str, Any] | None) -> None:
