@@ -127,32 +127,39 @@ def test_demo_without_grpcio(
     assert "pip install 's2sauth[grpc]'" in out
 
 
-def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """A --port-asgi that is taken is reported, with exit 2 and no traceback."""
+@pytest.mark.parametrize("option", ["--port-asgi", "--port-wsgi", "--port-grpc"])
+def test_demo_port_in_use(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A taken --port-* is reported naming the option and the port, exit 2, no traceback."""
     with bind() as taken:
         taken.listen()
-        assert main(["demo", "--port-asgi", str(taken.getsockname()[1])]) == 2
-    assert "cannot listen" in capsys.readouterr().err
-
-
-def test_demo_grpc_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """A --port-grpc that is taken is reported the same way."""
-    with bind() as taken:
-        taken.listen()
-        assert main(["demo", "--port-grpc", str(taken.getsockname()[1])]) == 2
-    assert "cannot listen" in capsys.readouterr().err
+        port = taken.getsockname()[1]
+        assert main(["demo", option, str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"s2sauth demo: cannot listen on 127.0.0.1:{port} ({option}): ")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def _lines(stream: Iterator[str]) -> queue.Queue[str]:
-    """The lines of ``stream`` as they come, read on a thread (so waits can time out)."""
+    """The lines of ``stream`` as they come, then "" at its end, read on a thread."""
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         for line in stream:
             lines.put(line)
+        lines.put("")
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
+
+
+def _printed_commands(lines: queue.Queue[str]) -> list[str]:
+    """The --keep-running block, up to its last line: once that is out, the demo only waits."""
+    block: list[str] = []
+    while not block or not block[-1].startswith('curl -H "Authorization: Bearer $FLASK_TOKEN"'):
+        line = lines.get(timeout=90)  # a bound on a hung demo, not a wait for readiness
+        assert line, f"the demo ended before printing its commands: {block}"
+        block.append(line.strip())
+    return block
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
@@ -168,25 +175,28 @@ def test_keep_running_serves_the_printed_commands_until_ctrl_c() -> None:
     ) as process:
         assert process.stdout is not None
         lines = _lines(process.stdout)
-        token = url = None
         try:
-            while url is None:
-                line = lines.get(timeout=90)
-                if line.strip().startswith("export S2SAUTH_DEMO_TOKEN="):
-                    token = line.strip().partition("=")[2]
-                match = re.search(
-                    r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)', line
-                )
-                if match:
-                    url = match.group(1)
-            assert token is not None
-            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            # The readiness signal: the whole block is printed (the demo prints it inside
+            # the try that turns Ctrl-C into a clean stop, so from here on ^C means exit 0).
+            block = _printed_commands(lines)
+            token = next(line for line in block if line.startswith("export S2SAUTH_DEMO_TOKEN="))
+            match = re.search(
+                r'curl -H "Authorization: Bearer \$S2SAUTH_DEMO_TOKEN" (\S+)', "\n".join(block)
+            )
+            assert match is not None
+            request = urllib.request.Request(
+                match.group(1), headers={"Authorization": f"Bearer {token.partition('=')[2]}"}
+            )
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(request, timeout=30) as response:
                 assert response.status == 200
                 assert CALLER in response.read().decode()
         finally:
             process.send_signal(signal.SIGINT)
-            _, err = process.communicate(timeout=30)
+            process.wait(timeout=30)  # not communicate(): the pump thread owns stdout
+            assert process.stderr is not None
+            err = process.stderr.read()
     assert process.returncode == 0, err
     assert "Traceback" not in err
+    rest = list(iter(lambda: lines.get(timeout=30), ""))  # what came after the commands
+    assert rest[-1:] == ["Stopped.\n"]

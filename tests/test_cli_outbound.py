@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -122,6 +123,19 @@ def test_token_without_any_source_fails(
     assert main(["token", "https://callee.example"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metadata server" in err
+    # GOOGLE_APPLICATION_CREDENTIALS is set (to a missing file): fix it, not "set" it.
+    assert "set GOOGLE_APPLICATION_CREDENTIALS" not in err
+    assert "fix the credentials GOOGLE_APPLICATION_CREDENTIALS names" in err
+
+
+def test_token_without_any_source_or_adc_variable_says_to_set_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With GOOGLE_APPLICATION_CREDENTIALS unset, the failure suggests setting it."""
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    assert main(["token", "https://callee.example"]) == 1
+    assert "elsewhere set GOOGLE_APPLICATION_CREDENTIALS" in capsys.readouterr().err
 
 
 def test_token_empty_audience_is_a_usage_error(
@@ -155,7 +169,7 @@ def test_call_get(
     origin, seen = server
     assert main(["call", origin + "/things?x=1"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == "hello"
+    assert captured.out == "hello\n"
     assert captured.err == "HTTP 200 OK\n"
     ((method, path, headers, _),) = seen
     assert (method, path) == ("GET", "/things?x=1")
@@ -178,7 +192,7 @@ def test_call_post_with_options(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("HTTP 200 OK\r\n") and "x-served-by: recorder\r\n" in out
-    assert out.endswith("\r\n\r\nhello")
+    assert out.endswith("\r\n\r\nhello\n")
     ((method, _, headers, received),) = seen
     assert (method, received) == ("POST", b'{"n": 1}')
     assert headers["content-type"] == "text/x" and headers["x-extra"] == "yes"
@@ -204,7 +218,7 @@ def test_call_non_2xx_exits_1(
     origin, _ = server
     assert main(["call", origin + "/401"]) == 1
     captured = capsys.readouterr()
-    assert (captured.out, captured.err) == ("denied", "HTTP 401 Unauthorized\n")
+    assert (captured.out, captured.err) == ("denied\n", "HTTP 401 Unauthorized\n")
 
 
 @pytest.mark.parametrize(
@@ -258,7 +272,101 @@ def test_call_in_a_subprocess_reads_stdin(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"hello"
+    assert result.stdout == b"hello\n"
     ((method, path, headers, received),) = seen
     assert (method, path, received) == ("POST", "/in", b"from stdin")
     assert payload(headers["authorization"].removeprefix("Bearer "))["aud"] == origin
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    """``/status/NNN`` answers NNN; ``/jwks`` serves ``document`` with no Cache-Control."""
+
+    protocol_version = "HTTP/1.1"
+    document: bytes
+    seen: list[tuple[str, bytes]]
+    bodies = {"binary": b"\x89PNG\r\n\x00\xff", "line": b"one line\n", "utf8": "é".encode()}
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append((self.command, self.rfile.read(length) if length else b""))
+        if self.path.startswith("/status/"):
+            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
+        elif self.path.startswith("/body/"):
+            status, reply = 200, self.bodies[self.path.rsplit("/", 1)[1]]
+        else:
+            status, reply = 200, self.document
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = _serve
+
+
+@pytest.fixture
+def status_server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
+    seen: list[tuple[str, bytes]] = []
+    attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
+    with serving(type("Handler", (_StatusHandler,), attributes)) as origin:
+        yield origin, seen
+
+
+# -- s2sauth call --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "exit_status"), [(299, 0), (599, 1)])
+def test_call_status_without_a_reason_phrase(
+    status: int,
+    exit_status: int,
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A status code with no standard phrase prints as 'HTTP NNN'; 2xx still exits 0."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    assert main(["call", f"{status_server[0]}/status/{status}"]) == exit_status
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("odd\n", f"HTTP {status}\n")
+
+
+def test_call_reads_the_body_from_stdin(
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-d @- posts standard input's bytes unchanged."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    body = b"\x00binary\xffbody\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
+    origin, seen = status_server
+    assert main(["call", origin + "/in", "-d", "@-"]) == 0
+    assert seen == [("POST", body)]
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        pytest.param("utf8", "é\n".encode(), id="text: a final newline added"),
+        pytest.param("line", b"one line\n", id="text with its newline: unchanged"),
+        pytest.param("binary", b"\x89PNG\r\n\x00\xff", id="binary: byte for byte"),
+    ],
+)
+def test_call_ends_a_text_body_with_a_newline(
+    name: str,
+    printed: bytes,
+    emulator: Emulator,
+    status_server: tuple[str, list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """A text body gets the final newline it lacks; a binary body is written unchanged."""
+    monkeypatch.setenv("GCE_METADATA_HOST", emulator.host)
+    assert main(["call", f"{status_server[0]}/body/{name}"]) == 0
+    assert capsysbinary.readouterr().out == printed

@@ -73,3 +73,18 @@ def test_lazy_names_are_public_and_listed() -> None:
     assert set(s2sauth.__all__) <= set(dir(s2sauth))
     with pytest.raises(AttributeError):
         s2sauth.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_import_benchmark_times_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/bench_import times compiled bytecode, even under PYTHONDONTWRITEBYTECODE=1."""
+    from benchmarks import bench_import
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    bench_import.measure_imports(1, str(tmp_path))
+    compiled = {path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.pyc")}
+    # Both sides of the ratio come from bytecode: s2sauth's modules and the anchor's.
+    tag = sys.implementation.cache_tag
+    assert any(path.endswith(f"s2sauth/requests.{tag}.pyc") for path in compiled)
+    assert any(path.endswith(f"google/oauth2/id_token.{tag}.pyc") for path in compiled)

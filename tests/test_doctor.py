@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import PROBED_ENVIRONMENT
+from cryptography.hazmat.primitives.asymmetric import rsa
+from support import PROBED_ENVIRONMENT, serving
 
-from s2sauth._doctor import Identity, Status, check_service_account, find_identity
-from s2sauth._http import HTTPTransport
+from s2sauth._doctor import (
+    Finding,
+    Identity,
+    Status,
+    check_keys,
+    check_service_account,
+    diagnose,
+    find_identity,
+    mint_token,
+)
+from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError
 from s2sauth.cli import main
 from s2sauth.cli.demo import bind
 from s2sauth.emulator import Emulator
+from s2sauth.tokens._tokens import IDToken
+from s2sauth.verify.keys import KeySet
+
+AUDIENCE = "https://svc.example"
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 COMPUTE_DEFAULT = "123456789012-compute@developer.gserviceaccount.com"
@@ -225,3 +243,383 @@ def test_metadata_server_wins_over_adc(
     assert isinstance(identity, Identity)
     assert identity.email == CALLER
     assert any("metadata server wins" in line for line in identity.details)
+
+
+# -- what the checks do at their edges ----------------------------------------------------
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A HOME without gcloud credentials, so no real ADC file is ever found."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def dead_host() -> Iterator[str]:
+    """``host:port`` of a loopback port bound but not listening: connections are refused."""
+    with bind() as sock:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """``/status/NNN`` answers NNN; ``/jwks`` serves ``document`` with no Cache-Control."""
+
+    protocol_version = "HTTP/1.1"
+    document: bytes
+    seen: list[tuple[str, bytes]]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append((self.command, self.rfile.read(length) if length else b""))
+        if self.path.startswith("/status/"):
+            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
+        else:
+            status, reply = 200, self.document
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = _serve
+
+
+@pytest.fixture
+def server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
+    seen: list[tuple[str, bytes]] = []
+    attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
+    with serving(type("Handler", (_Handler,), attributes)) as origin:
+        yield origin, seen
+
+
+class _FixedSource:
+    """An ID-token source that hands out one given token (for mint_token's unit tests)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        return IDToken(self.token, time.time() + 3600)
+
+
+def _write(path: Path, info: object) -> str:
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return str(path)
+
+
+# -- doctor: where the metadata server is looked for -----------------------------------------
+
+
+def test_doctor_probes_gce_metadata_root_when_host_is_unset(
+    emulator: Emulator, home: Path, transport: HTTPTransport
+) -> None:
+    """With only the legacy GCE_METADATA_ROOT set, the identity comes from the server it names."""
+    identity = find_identity({"GCE_METADATA_ROOT": emulator.host}, transport=transport)
+    assert isinstance(identity, Identity)
+    assert identity.email == CALLER
+    assert identity.origin == f"metadata server at {emulator.host}, set by GCE_METADATA_ROOT"
+
+
+def test_doctor_does_not_probe_gce_metadata_ip(home: Path) -> None:
+    """GCE_METADATA_IP alone is google-auth's ping address, not where tokens come from: the
+    doctor probes the default address, as s2sauth's own calls would, and says why."""
+    sent: list[HTTPRequest] = []
+
+    def unreachable(request: HTTPRequest) -> HTTPResponse:
+        sent.append(request)
+        raise TransportError("connection refused")
+
+    environ = {"GCE_METADATA_IP": "127.0.0.1:9", "HOME": str(home)}
+    finding = find_identity(environ, transport=unreachable)
+    assert [request.url for request in sent] == ["http://169.254.169.254/"]
+    assert isinstance(finding, Finding) and finding.status is Status.FAIL
+    assert "set GCE_METADATA_HOST too" in finding.details[0]
+
+
+def test_doctor_probes_the_link_local_address_by_default(home: Path) -> None:
+    """With no override, the probe goes to 169.254.169.254 (no DNS), once, with a short timeout."""
+    sent: list[HTTPRequest] = []
+
+    def unreachable(request: HTTPRequest) -> HTTPResponse:
+        sent.append(request)
+        raise TransportError("connection refused")
+
+    finding = find_identity({"HOME": str(home)}, transport=unreachable)
+    assert [request.url for request in sent] == ["http://169.254.169.254/"]
+    assert sent[0].timeout == 1.0
+    assert isinstance(finding, Finding) and finding.status is Status.FAIL
+    assert "no metadata server answers" in finding.summary
+    assert finding.details[0].startswith("tried the metadata server (the default address): ")
+
+
+# -- doctor: a metadata server that answers, but not fully ---------------------------------
+
+
+def test_doctor_fails_when_the_metadata_server_has_no_default_account(
+    emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """A metadata server that answers the ping but 404s the account email: FAIL with the fix."""
+    emulator.inject("metadata", statuses=[200, 404])  # the ping, then the email
+    finding = find_identity({"GCE_METADATA_HOST": emulator.host}, transport=transport)
+    assert isinstance(finding, Finding)
+    assert finding.status is Status.FAIL
+    assert finding.summary == (
+        f"the metadata server at {emulator.host}, set by GCE_METADATA_HOST answers but "
+        "reports no default service account"
+    )
+    assert finding.fix is not None and "--service-account SA_EMAIL" in finding.fix
+
+
+def test_doctor_fails_when_the_email_call_breaks_off(
+    emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """A connection lost while asking for the account email is a FAIL that says so."""
+
+    def email_breaks(request: HTTPRequest) -> HTTPResponse:
+        if request.url.endswith("/service-accounts/default/email"):
+            raise TransportError("connection reset by peer")
+        return transport(request)
+
+    finding = find_identity({"GCE_METADATA_HOST": emulator.host}, transport=email_breaks)
+    assert isinstance(finding, Finding)
+    assert (finding.check, finding.status) == ("identity", Status.FAIL)
+    assert "connection reset by peer" in finding.summary
+    assert "no default service account" not in finding.summary
+
+
+def test_doctor_identity_without_a_project(
+    emulator_key: rsa.RSAPrivateKey, transport: HTTPTransport
+) -> None:
+    """A metadata server with an empty project id gives an identity with no 'project:' line."""
+    with Emulator([CALLER], project_id="", signing_key=emulator_key) as em:
+        identity = find_identity({"GCE_METADATA_HOST": em.host}, transport=transport)
+    assert isinstance(identity, Identity)
+    assert identity.email == CALLER
+    assert identity.details == ()
+
+
+# -- doctor: Application Default Credentials -----------------------------------------------
+
+
+def test_doctor_reads_adc_from_cloudsdk_config(
+    dead_host: str, home: Path, transport: HTTPTransport
+) -> None:
+    """CLOUDSDK_CONFIG moves gcloud's ADC file, and the doctor follows it there."""
+    config = home / "elsewhere"
+    config.mkdir()
+    key = {"type": "service_account", "client_email": "svc@p.iam.gserviceaccount.com"}
+    path = _write(config / "application_default_credentials.json", key)
+    environ = {"GCE_METADATA_HOST": dead_host, "CLOUDSDK_CONFIG": str(config)}
+    identity = find_identity(environ, transport=transport)
+    assert isinstance(identity, Identity)
+    assert identity.email == "svc@p.iam.gserviceaccount.com"
+    assert identity.origin == f"service-account key file {path} (gcloud)"
+    assert any("key files are long-lived secrets" in line for line in identity.details)
+
+
+def test_doctor_reads_adc_from_appdata_on_windows(
+    dead_host: str, home: Path, transport: HTTPTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Windows, gcloud's ADC file is looked for under %APPDATA%\\gcloud."""
+    (home / "gcloud").mkdir()
+    key = {"type": "service_account", "client_email": "win@p.iam.gserviceaccount.com"}
+    _write(home / "gcloud" / "application_default_credentials.json", key)
+    environ = {"GCE_METADATA_HOST": dead_host, "APPDATA": str(home)}
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "name", "nt")
+        identity = find_identity(environ, transport=transport)
+    assert isinstance(identity, Identity)
+    assert identity.email == "win@p.iam.gserviceaccount.com"
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        pytest.param(
+            '{"type": "service_account", "private_key": "SECRET', "JSONDecodeError", id="not json"
+        ),
+        pytest.param(None, "FileNotFoundError", id="missing"),
+    ],
+)
+def test_doctor_fails_on_an_unreadable_adc_file(
+    content: str | None,
+    error: str,
+    dead_host: str,
+    home: Path,
+    transport: HTTPTransport,
+) -> None:
+    """An ADC file that cannot be read or parsed is a FAIL naming the file and error class only."""
+    path = home / "adc.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    environ = {"GCE_METADATA_HOST": dead_host, "GOOGLE_APPLICATION_CREDENTIALS": str(path)}
+    finding = find_identity(environ, transport=transport)
+    assert isinstance(finding, Finding)
+    assert finding.status is Status.FAIL
+    assert finding.summary == (
+        f"Application Default Credentials at {path} (GOOGLE_APPLICATION_CREDENTIALS) cannot "
+        f"be read: {error}"
+    )
+    assert "SECRET" not in finding.summary  # the file's content is never quoted
+    assert finding.fix is not None and "GOOGLE_APPLICATION_CREDENTIALS" in finding.fix
+
+
+def test_doctor_warns_about_an_unsupported_adc_type(
+    dead_host: str, home: Path, transport: HTTPTransport
+) -> None:
+    """ADC of a type s2sauth cannot mint ID tokens with (gdch) is a WARN naming it."""
+    info = {"type": "gdch_service_account", "name": "svc"}
+    path = _write(home / "adc.json", info)
+    environ = {"GCE_METADATA_HOST": dead_host, "GOOGLE_APPLICATION_CREDENTIALS": path}
+    finding = find_identity(environ, transport=transport)
+    assert isinstance(finding, Finding)
+    assert finding.status is Status.WARN
+    assert "of type 'gdch_service_account'" in finding.summary
+    assert finding.fix is not None and "impersonated service account" in finding.fix
+
+
+def test_doctor_does_not_trust_an_impersonation_url_it_cannot_read(
+    dead_host: str, home: Path, transport: HTTPTransport
+) -> None:
+    """Impersonated ADC whose URL names no service account is a WARN saying so, with the fix."""
+    info = {
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": "https://iamcredentials.example/v1/elsewhere",
+    }
+    path = _write(home / "adc.json", info)
+    environ = {"GCE_METADATA_HOST": dead_host, "GOOGLE_APPLICATION_CREDENTIALS": path}
+    finding = find_identity(environ, transport=transport)
+    assert isinstance(finding, Finding)
+    assert finding.status is Status.WARN
+    assert "name no service account" in finding.summary
+    assert finding.fix is not None and "--impersonate-service-account" in finding.fix
+
+
+# -- doctor: minting -----------------------------------------------------------------------
+
+
+def test_doctor_mint_failure_is_a_fail_with_the_reason(
+    emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """When the metadata server refuses the identity call, minting is a FAIL quoting why."""
+    identity = find_identity({"GCE_METADATA_HOST": emulator.host}, transport=transport)
+    assert isinstance(identity, Identity)
+    emulator.inject("metadata", statuses=[403])
+    finding, token = mint_token(identity, AUDIENCE)
+    assert token is None
+    assert finding.status is Status.FAIL
+    assert finding.summary.startswith(f"cannot mint one for {AUDIENCE}: ")
+    assert "HTTP 403" in finding.summary
+    assert finding.fix is not None and "serviceAccountOpenIdTokenCreator" in finding.fix
+
+
+def test_doctor_warns_when_the_token_has_no_email(emulator: Emulator) -> None:
+    """A token minted without format=full is a WARN: an email allow-list would reject it."""
+    minted = emulator.mint(AUDIENCE, full=False)
+    identity = Identity(CALLER, "a test source", _FixedSource(minted))
+    finding, token = mint_token(identity, AUDIENCE)
+    assert token == minted
+    assert finding.status is Status.WARN
+    assert finding.summary.startswith(f"minted for {AUDIENCE}, expires in ")
+    assert finding.summary.endswith(", but it has no email claim")
+    assert finding.fix == "an email allow-list needs tokens minted with format=full"
+    assert not any(line.startswith("email:") for line in finding.details)
+    assert all(minted not in line for line in (finding.summary, *finding.details))
+
+
+def test_doctor_shows_a_non_integer_time_claim_as_is(emulator: Emulator) -> None:
+    """An iat that is not an integer is shown verbatim rather than as a date."""
+    minted = emulator.mint(AUDIENCE, claims={"iat": 1700000000.5})
+    identity = Identity(CALLER, "a test source", _FixedSource(minted))
+    finding, _ = mint_token(identity, AUDIENCE)
+    assert finding.status is Status.OK
+    assert "iat: 1700000000.5" in finding.details
+    assert any(line.startswith("exp: ") and line.endswith(" UTC") for line in finding.details)
+
+
+# -- doctor: the keys endpoint -------------------------------------------------------------
+
+
+def test_doctor_keys_endpoint_error_status(emulator: Emulator, transport: HTTPTransport) -> None:
+    """A keys endpoint answering 503 is a FAIL quoting the status and its text; no fetch follows."""
+    emulator.inject("certs", statuses=[503])
+    keyset = KeySet(emulator.jwks_url, transport=transport)
+    finding = check_keys(keyset, transport=transport)
+    assert finding.status is Status.FAIL
+    assert finding.summary == f"{emulator.jwks_url} answered HTTP 503: injected fault: HTTP 503"
+    assert finding.fix is not None and "S2SAUTH_CERTS_URL" in finding.fix
+    assert keyset.stats.fetches == 0
+
+
+def test_doctor_keys_endpoint_with_no_usable_key(
+    emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """A keys endpoint publishing an empty JWKS is a FAIL saying no usable key is published."""
+    emulator.retire_key(emulator.kid)
+    keyset = KeySet(emulator.jwks_url, transport=transport)
+    finding = check_keys(keyset, transport=transport)
+    assert finding.status is Status.FAIL
+    assert finding.summary == (
+        f"{emulator.jwks_url}: {emulator.jwks_url} published no usable verification key"
+    )
+    assert keyset.stats.keys == 0
+
+
+def test_doctor_keys_endpoint_without_max_age(
+    emulator: Emulator, server: tuple[str, list[Any]], transport: HTTPTransport
+) -> None:
+    """Keys served with no Cache-Control are OK, and the report says they are refetched often."""
+    url = server[0] + "/jwks"
+    finding = check_keys(KeySet(url, transport=transport), transport=transport)
+    assert finding.status is Status.OK
+    assert finding.summary == (
+        f"{url}: 1 usable key(s), no max-age, so keys are refetched every few minutes"
+    )
+    assert finding.details == (f"kid: {emulator.kid}",)
+
+
+# -- doctor: diagnose as a whole -----------------------------------------------------------
+
+
+def test_diagnose_sends_every_call_through_the_given_transport(
+    emulator: Emulator, transport: HTTPTransport
+) -> None:
+    """diagnose(transport=...) makes its metadata, minting and keys calls through that transport."""
+    paths: list[str] = []
+
+    def recording(request: HTTPRequest) -> HTTPResponse:
+        paths.append(request.url.removeprefix(emulator.url).partition("?")[0])
+        return transport(request)
+
+    findings = diagnose(AUDIENCE, environ=emulator.environ(), transport=recording)
+    assert [f.status for f in findings] == [Status.OK] * 5
+    account = "/computeMetadata/v1/instance/service-accounts/default"
+    assert paths[:3] == ["/", f"{account}/email", "/computeMetadata/v1/project/project-id"]
+    assert f"{account}/identity" in paths
+    assert paths.count("/oauth2/v3/certs") == 2  # the raw look at the headers, then the key set
+
+
+def test_doctor_bad_certs_url(
+    dead_host: str,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A keys URL that is not http(s) is a keys-endpoint FAIL naming it and the fix; exit 1."""
+    for name in PROBED_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GCE_METADATA_HOST", dead_host)
+    assert main(["doctor", "--certs-url", "ftp://keys.example/certs"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "FAIL  keys endpoint     certs_url must be an http(s) URL of a key set, not "
+        "'ftp://keys.example/certs'" in out
+    )
+    assert "fix: pass --certs-url or set $S2SAUTH_CERTS_URL to an http(s) URL" in out
+    assert "verification" not in out
+    assert out.rstrip().endswith("0 OK, 0 WARN, 3 FAIL")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -909,3 +910,68 @@ def test_cli_prints_environment_and_stops_on_signal(signum: int) -> None:
                 proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+# -- one metadata server per identity -------------------------------------------------------
+
+
+def _email_at(host: str, account: str = "default") -> str:
+    """What ``service-accounts/ACCOUNT/email`` answers at the metadata server ``host``."""
+    return metadata_at(host, f"/computeMetadata/v1/instance/service-accounts/{account}/email")
+
+
+def test_each_account_has_a_metadata_server_where_it_is_default(emulator: Emulator) -> None:
+    """host_for(email) serves the same instance with email as 'default'; the first's is host."""
+    assert emulator.host_for(CALLER) == emulator.host
+    own = emulator.host_for(STRANGER.upper())
+    assert own != emulator.host and own == emulator.host_for(STRANGER)
+    assert (_email_at(emulator.host), _email_at(own)) == (CALLER, STRANGER)
+    assert _email_at(own, CALLER) == CALLER  # every account is still reachable by email
+    recursive = json.loads(
+        metadata_at(own, "/computeMetadata/v1/instance/service-accounts/?recursive=true")
+    )
+    assert recursive["default"]["email"] == STRANGER
+    assert recursive[STRANGER]["aliases"] == ["default"] and recursive[CALLER]["aliases"] == []
+
+
+def metadata_at(host: str, path: str) -> str:
+    """The body of GET ``path`` (with Metadata-Flavor) at the metadata server ``host``."""
+    conn = http.client.HTTPConnection(host, timeout=10)
+    try:
+        conn.request("GET", path, headers=dict(FLAVOR))
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def test_environ_for_an_account_shares_the_keys(emulator: Emulator) -> None:
+    """environ(account) points the metadata variables at its server and the keys at the one set."""
+    own = emulator.environ(STRANGER)
+    assert own["GCE_METADATA_HOST"] == own["GCE_METADATA_IP"] == emulator.host_for(STRANGER)
+    assert own["S2SAUTH_CERTS_URL"] == emulator.environ()["S2SAUTH_CERTS_URL"]
+
+
+def test_host_for_an_unknown_account_or_a_stopped_emulator(emulator_key: rsa.RSAPrivateKey) -> None:
+    """Only the emulator's own accounts get a server, and only while it runs; stop ends them."""
+    em = Emulator((CALLER, STRANGER), signing_key=emulator_key)
+    with pytest.raises(ConfigurationError, match="not started"):
+        em.host_for(STRANGER)
+    with em:
+        with pytest.raises(ConfigurationError, match="not one of the emulator's service accounts"):
+            em.host_for("nobody@p.iam.gserviceaccount.com")
+        own = em.host_for(STRANGER)
+    with pytest.raises(OSError):
+        _email_at(own)
+
+
+@pytest.mark.parametrize("exp", [0, -45], ids=["epoch", "45 s ago"])
+def test_a_minted_exp_in_the_past_is_an_expired_token(emulator: Emulator, exp: int) -> None:
+    """mint(claims={"exp": ...}) alone moves iat back too, so the token is expired, not invalid."""
+    from s2sauth import ExpiredTokenError, Verifier
+
+    when = exp if exp == 0 else int(time.time()) + exp
+    token = emulator.mint("https://svc", claims={"exp": when})
+    assert decode(token)[1]["iat"] == max(0, when - 3600)
+    verifier = Verifier("https://svc", allowed_callers=[CALLER], certs_url=emulator.jwks_url)
+    with pytest.raises(ExpiredTokenError):
+        verifier.verify(token)

@@ -39,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (130 after Ctrl-C, quietly)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while the commands' modules load (cryptography takes a moment) or
+        # before a command installs its own handler: stop as a shell expects, no traceback.
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

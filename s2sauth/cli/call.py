@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Send one request to URL with an ID token for its origin (or --audience) and "
             "print the status line (to stderr, or with the headers to stdout under -i) "
-            "and the body. Redirects are not followed, so the token never leaves the "
+            "and the body (text with a final newline, binary bytes unchanged). Redirects "
+            "are not followed, so the token never leaves the "
             "origin. Exits 0 on a 2xx answer, 1 otherwise, 2 on bad arguments."
         ),
     )
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(status_line, file=sys.stderr)
     sys.stdout.flush()
-    sys.stdout.buffer.write(response.body)
+    sys.stdout.buffer.write(_printable(response.body))
     sys.stdout.buffer.flush()
     return 0 if 200 <= response.status < 300 else 1
 
@@ -125,6 +126,18 @@ def _body(data: str | None) -> bytes | None:
         return Path(data[1:]).read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {data[1:]!r}: {exc.strerror}") from exc
+
+
+def _printable(body: bytes) -> bytes:
+    # A text body ends its line, so the shell prompt (or the next command's output) does
+    # not start on it; binary bytes go out unchanged, for `s2sauth call URL > file`.
+    if not body or body.endswith(b"\n") or b"\0" in body:
+        return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+    return body + b"\n"
 
 
 def _fail(message: str, status: int) -> int:

@@ -430,6 +430,15 @@ def _keep_running(out: TextIO, services: _Services) -> None:
         print("\nStopped.", file=out, flush=True)
 
 
+def _cannot_listen(option: str, port: int, exc: OSError) -> int:
+    print(
+        f"s2sauth demo: cannot listen on {_HOST}:{port} ({option}): {exc.strerror or exc}; "
+        f"pick another {option}, or 0 for a free port",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from .._http import HTTPTransport
     from ..emulator import Emulator
@@ -439,13 +448,14 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from . import _demo_grpc
 
     glyphs = _Glyphs.for_stream(out)
+    socks: list[socket.socket] = []
     with contextlib.ExitStack() as stack:
-        try:
-            asgi_sock = stack.enter_context(bind(args.port_asgi))
-            wsgi_sock = stack.enter_context(bind(args.port_wsgi))
-        except OSError as exc:
-            print(f"s2sauth demo: cannot listen on {_HOST}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+        for option, port in (("--port-asgi", args.port_asgi), ("--port-wsgi", args.port_wsgi)):
+            try:
+                socks.append(stack.enter_context(bind(port)))
+            except OSError as exc:
+                return _cannot_listen(option, port, exc)
+        asgi_sock, wsgi_sock = socks
         em = stack.enter_context(Emulator((CALLER, STRANGER)))
         # One connection pool to the emulator, for token and key fetches alike.
         transport = HTTPTransport()
@@ -453,8 +463,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         try:
             grpc_service = _demo_grpc.serve(stack, em, transport, [CALLER], args.port_grpc)
         except OSError as exc:
-            print(f"s2sauth demo: cannot listen on {_HOST}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return _cannot_listen("--port-grpc", args.port_grpc, exc)
         asgi_url, wsgi_url = _origin(asgi_sock), _origin(wsgi_sock)
 
         # Each receiver's audience is its own URL, as on Cloud Run; keys from the emulator.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .._errors import CallerNotAllowedError, ConfigurationError, InvalidTokenError, KeyFetchError
@@ -12,7 +14,7 @@ from .._http import HTTPTransport
 from ..verify.caller import Caller
 from ..verify.verifier import Verifier
 
-__all__ = ["register", "run"]
+__all__ = ["keys_hint", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="an allowed caller: service-account email or numeric ID (repeatable; "
         "default: any caller with a valid token)",
     )
-    parser.add_argument("--certs-url", metavar="URL", help="the keys endpoint (default: Google's)")
+    parser.add_argument(
+        "--certs-url",
+        metavar="URL",
+        help="the keys endpoint (default: $S2SAUTH_CERTS_URL if set, else Google's)",
+    )
     parser.add_argument("--leeway", type=float, metavar="SECONDS", help="clock skew allowed")
     parser.add_argument(
         "--trust-cloud-run-iam",
@@ -61,6 +67,20 @@ def _caller(caller: Caller) -> dict[str, Any]:
         "issued_at": caller.issued_at.isoformat(),
         "expires_at": caller.expires_at.isoformat(),
     }
+
+
+def keys_hint(certs_url: str | None, environ: Mapping[str, str]) -> str:
+    """What to add to a key-fetch failure: off Google Cloud, ``S2SAUTH_CERTS_URL`` must be set.
+
+    Empty when ``--certs-url`` or ``S2SAUTH_CERTS_URL`` named the keys; else the keys
+    came from Google's URL by default, which a laptop or CI may not reach.
+    """
+    if certs_url or environ.get("S2SAUTH_CERTS_URL"):
+        return ""
+    return (
+        ". S2SAUTH_CERTS_URL is not set, so the keys were fetched from Google's URL; "
+        "against the emulator, export the S2SAUTH_CERTS_URL it prints (or pass --certs-url)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
             rejection = {"valid": False, "status": exc.status_code, "reason": exc.reason}
             print(json.dumps({**rejection, "error": exc.error, "message": exc.message}))
         else:
-            print(f"rejected ({exc.status_code} {exc.reason}): {exc.message}", file=sys.stderr)
+            message = exc.message
+            if isinstance(exc, KeyFetchError):
+                message += keys_hint(args.certs_url, os.environ)
+            print(f"rejected ({exc.status_code} {exc.reason}): {message}", file=sys.stderr)
         return 1
     finally:
         transport.close()

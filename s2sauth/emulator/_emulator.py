@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import json
 import secrets
@@ -124,42 +125,48 @@ def _endpoint(path: str, query: Mapping[str, list[str]]) -> str:
 class Emulator:
     """A local metadata server and Google certs endpoint, as a real HTTP server on loopback.
 
-    Use it wherever code would talk to Google Cloud's metadata server or fetch
-    Google's signing keys: tests, local development, the ``s2sauth demo``. It
-    speaks the metadata protocol (``Metadata-Flavor`` required on requests and
-    sent on every reply, 403 with ``X-Forwarded-For``, identity with
-    ``audience``/``format``, ``email``, ``token``, ``recursive``, project ids),
-    mints RS256 ID tokens shaped like Google's, publishes its keys as a JWKS
-    (like ``/oauth2/v3/certs``) and as PEM certificates (like
-    ``/oauth2/v1/certs``), mints ES256 assertions shaped like Identity-Aware
-    Proxy's with their key set at ``/iap/verify/public_key-jwk``, and can rotate
-    keys, shift its clock and inject faults.
+        Use it wherever code would talk to Google Cloud's metadata server or fetch
+        Google's signing keys: tests, local development, the ``s2sauth demo``. It
+        speaks the metadata protocol (``Metadata-Flavor`` required on requests and
+        sent on every reply, 403 with ``X-Forwarded-For``, identity with
+        ``audience``/``format``, ``email``, ``token``, ``recursive``, project ids),
+        mints RS256 ID tokens shaped like Google's, publishes its keys as a JWKS
+        (like ``/oauth2/v3/certs``) and as PEM certificates (like
+        ``/oauth2/v1/certs``), mints ES256 assertions shaped like Identity-Aware
+        Proxy's with their key set at ``/iap/verify/public_key-jwk``, and can rotate
+        keys, shift its clock and inject faults.
 
-    Keys are generated at construction; nothing listens until :meth:`start` (or
-    ``with``). Unmodified google-auth works against it too, with one caveat:
-    google-auth reads ``GCE_METADATA_HOST`` once, when
-    ``google.auth.compute_engine`` is first imported, so set :meth:`environ`
-    before that (for example in a child process).
+        Keys are generated at construction; nothing listens until :meth:`start` (or
+        ``with``). Unmodified google-auth works against it too, with one caveat:
+        google-auth reads ``GCE_METADATA_HOST`` once, when
+        ``google.auth.compute_engine`` is first imported, so set :meth:`environ`
+        before that (for example in a child process).
 
-    Tokens are Google-shaped and carry no extra claims, and RS256 signatures are
-    deterministic, so two tokens for the same account and audience minted in
-    the same second are identical. Count fetches with :attr:`counters`, not tokens.
+        Each service account can also have a metadata server of its own, on a port
+    of its own, where ``default`` is that account (:meth:`host_for`,
+    ``environ(account=...)``): point each local service's ``GCE_METADATA_HOST`` at
+    its own, and every service runs as its own identity, all verifiable with the
+    one key set.
 
-    Args:
-        service_accounts: the instance's service-account emails; the first is ``default``.
-        host: the address to listen on.
-        port: the port to listen on; 0 picks a free one.
-        project_id: the answer to ``project/project-id``.
-        numeric_project_id: the answer to ``project/numeric-project-id`` (digits).
-        cache_max_age: the ``max-age`` the certs endpoints send (also settable later).
-        key_size: bits of each generated RSA key.
-        signing_key: an existing RSA key to start with instead of generating one
-            (tests share one to save the generation time); rotations still generate.
-        region: the region ``instance/region`` and ``instance/zone`` name, as
-            Cloud Run's metadata server does (``projects/NUMBER/regions/REGION``).
+        Tokens are Google-shaped and carry no extra claims, and RS256 signatures are
+        deterministic, so two tokens for the same account and audience minted in
+        the same second are identical. Count fetches with :attr:`counters`, not tokens.
 
-    Raises:
-        ConfigurationError: an argument is invalid.
+        Args:
+            service_accounts: the instance's service-account emails; the first is ``default``.
+            host: the address to listen on.
+            port: the port to listen on; 0 picks a free one.
+            project_id: the answer to ``project/project-id``.
+            numeric_project_id: the answer to ``project/numeric-project-id`` (digits).
+            cache_max_age: the ``max-age`` the certs endpoints send (also settable later).
+            key_size: bits of each generated RSA key.
+            signing_key: an existing RSA key to start with instead of generating one
+                (tests share one to save the generation time); rotations still generate.
+            region: the region ``instance/region`` and ``instance/zone`` name, as
+                Cloud Run's metadata server does (``projects/NUMBER/regions/REGION``).
+
+        Raises:
+            ConfigurationError: an argument is invalid.
     """
 
     #: Claim or header value that makes :meth:`mint` leave that member out.
@@ -240,6 +247,8 @@ class Emulator:
         self._counters: Counter[str] = Counter()
         self._faults: dict[str, _Faults] = {"metadata": _Faults(), "certs": _Faults()}
         self._server: LoopbackServer | None = None
+        # Metadata servers whose 'default' is another account, by account (see host_for).
+        self._own_servers: dict[str, LoopbackServer] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -250,24 +259,30 @@ class Emulator:
             ConfigurationError: the address cannot be listened on (e.g. port in use).
         """
         if self._server is None:
-            try:
-                server = LoopbackServer(
-                    self._host, self._port, self._handle, default_headers=(_FLAVOR,)
-                )
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"the emulator cannot listen on {self._host}:{self._port}: "
-                    f"{exc.strerror or exc}. Pick another --port (0 picks a free one)"
-                ) from exc
-            server.start()
-            self._server = server
+            self._server = self._listen(self._port, self.default_account)
         return self
+
+    def _listen(self, port: int, default: str) -> LoopbackServer:
+        app = functools.partial(self._handle, default=default)
+        try:
+            server = LoopbackServer(self._host, port, app, default_headers=(_FLAVOR,))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the emulator cannot listen on {self._host}:{port}: "
+                f"{exc.strerror or exc}. Pick another --port (0 picks a free one)"
+            ) from exc
+        server.start()
+        return server
 
     def stop(self) -> None:
         """Stop serving: close every connection, end injected delays, join the threads."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        with self._lock:
+            servers = [self._server, *self._own_servers.values()]
+            self._server = None
+            self._own_servers.clear()
+        for server in servers:
+            if server is not None:
+                server.close()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -320,16 +335,53 @@ class Emulator:
         """IAP's key set, like ``https://www.gstatic.com/iap/verify/public_key-jwk``."""
         return self.url + _IAP_JWKS_PATH
 
-    def environ(self) -> dict[str, str]:
+    def host_for(self, account: str) -> str:
+        """``host:port`` of a metadata server whose ``default`` is ``account``.
+
+        Use it to give each local service an identity of its own: a service
+        whose ``GCE_METADATA_HOST`` is ``host_for(email)`` gets ``email``'s
+        tokens from ``default``, as a Cloud Run service gets its own service
+        account's. The first account's is :attr:`host`; another's listens on a
+        free port of the same address, started on the first call and stopped
+        with the emulator. Tokens, keys, counters and faults are shared.
+
+        Raises:
+            ConfigurationError: the emulator is not started, or ``account`` is not one of
+                :attr:`service_accounts`.
+        """
+        main = self.host
+        found = self._resolve(account, self.default_account)
+        if found is None or account.lower() == "default":
+            raise ConfigurationError(
+                f"{account!r} is not one of the emulator's service accounts "
+                f"({', '.join(self.service_accounts)})"
+            )
+        if found == self.default_account:
+            return main
+        with self._lock:
+            server = self._own_servers.get(found)
+            if server is None:
+                server = self._own_servers[found] = self._listen(0, found)
+        return f"{main.rsplit(':', 1)[0]}:{server.port}"
+
+    def environ(self, account: str | None = None) -> dict[str, str]:
         """The environment that points google-auth and s2sauth at this emulator.
 
         ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP`` (google-auth pings the
         latter), ``S2SAUTH_CERTS_URL`` (the JWKS URL) and ``S2SAUTH_IAP_KEYS_URL``
         (IAP's key set).
+
+        Args:
+            account: run as this service account: the metadata server is
+                :meth:`host_for` it (default: the first account's, :attr:`host`).
+
+        Raises:
+            ConfigurationError: as :meth:`host_for`.
         """
+        metadata_host = self.host if account is None else self.host_for(account)
         return {
-            "GCE_METADATA_HOST": self.host,
-            "GCE_METADATA_IP": self.host,
+            "GCE_METADATA_HOST": metadata_host,
+            "GCE_METADATA_IP": metadata_host,
             "S2SAUTH_CERTS_URL": self.jwks_url,
             "S2SAUTH_IAP_KEYS_URL": self.iap_jwks_url,
         }
@@ -389,7 +441,9 @@ class Emulator:
             account: whose token; any email (default: :attr:`default_account`).
             full: include ``email`` and ``email_verified`` (``format=full``).
             claims: claims to add or replace; a value of :attr:`DELETE` removes
-                the claim (``None`` is kept, as JSON ``null``).
+                the claim (``None`` is kept, as JSON ``null``). An integer ``exp``
+                without ``iat`` moves ``iat`` to ``exp - lifetime`` (not before 1970),
+                so ``claims={"exp": 0}`` makes an expired token.
             header: header members to add or replace, :attr:`DELETE` likewise.
             lifetime: seconds from ``iat`` to ``exp``.
             key: sign with this key instead (the ``kid`` stays unless ``header`` changes it).
@@ -403,6 +457,11 @@ class Emulator:
         if full:
             payload.update(email=email, email_verified=True)
         payload.update(exp=now + lifetime, iat=now, iss=_ISSUER, sub=subject)
+        given = claims or {}
+        if _is_time(given.get("exp")) and "iat" not in given:
+            # A token that expires at exp was issued lifetime before it (never before
+            # 1970): claims={"exp": 0} is an expired token, not one issued after it expired.
+            payload["iat"] = max(0, given["exp"] - lifetime)
         jose: dict[str, Any] = {"alg": "RS256", "kid": signing.kid, "typ": "JWT"}
         _apply(payload, claims)
         _apply(jose, header)
@@ -601,7 +660,7 @@ class Emulator:
             status = faults.statuses.popleft() if faults.statuses and not drop else None
             return _Decision(faults.delay, drop, status, faults.body, faults.omit_flavor)
 
-    def _handle(self, request: Request) -> Reply:
+    def _handle(self, request: Request, *, default: str) -> Reply:
         endpoint = _endpoint(request.path, request.query)
         target = "certs" if endpoint in ("jwks", "pem_certs", "iap_jwks") else "metadata"
         decision = self._decide(target, endpoint)
@@ -612,7 +671,7 @@ class Emulator:
         elif target == "certs":
             reply = self._certs(request, endpoint)
         else:
-            reply = self._metadata(request)
+            reply = self._metadata(request, default)
         if decision.body is not None and reply.status == 200:
             body, content_type = _FAULT_BODIES[decision.body]
             headers = reply.headers
@@ -645,7 +704,7 @@ class Emulator:
             headers.append(("Age", str(self.certs_age)))
         return Reply(200, json.dumps(document, indent=2).encode("utf-8"), tuple(headers))
 
-    def _metadata(self, request: Request) -> Reply:
+    def _metadata(self, request: Request, default: str) -> Reply:
         if "x-forwarded-for" in request.headers:
             return _text(403, "Request contained an X-Forwarded-For header: refused.\n")
         if request.path == "/":
@@ -660,23 +719,23 @@ class Emulator:
         allowed = ("GET", "POST") if token_call else ("GET",)
         if request.method not in allowed:
             return Reply(405, b"Method not allowed.\n", (("Allow", ", ".join(allowed)),))
-        return self._route(parts, request.query)
+        return self._route(parts, request.query, default)
 
-    def _route(self, parts: list[str], query: Mapping[str, list[str]]) -> Reply:
+    def _route(self, parts: list[str], query: Mapping[str, list[str]], default: str) -> Reply:
         recursive = _recursive(query)
         match parts:
             case []:
                 if recursive:
                     return _json(
                         {
-                            "instance": {"serviceAccounts": self._accounts_info()},
+                            "instance": {"serviceAccounts": self._accounts_info(default)},
                             "project": self._project_info(),
                         }
                     )
                 return _text(200, "instance/\nproject/\n")
             case ["instance"]:
                 if recursive:
-                    return _json({"serviceAccounts": self._accounts_info()})
+                    return _json({"serviceAccounts": self._accounts_info(default)})
                 return _text(200, "id\nregion\nservice-accounts/\nzone\n")
             case ["instance", "region"]:
                 return _text(200, f"projects/{self.numeric_project_id}/regions/{self.region}")
@@ -686,7 +745,7 @@ class Emulator:
                 return _text(200, self.instance_id)
             case ["instance", "service-accounts"]:
                 if recursive:
-                    return _json(self._accounts_info())
+                    return _json(self._accounts_info(default))
                 names = ["default", *self.service_accounts]
                 return _text(200, "".join(f"{name}/\n" for name in names))
             case ["project"]:
@@ -698,14 +757,16 @@ class Emulator:
             case ["project", "numeric-project-id"]:
                 return _text(200, self.numeric_project_id)
             case ["instance", "service-accounts", name, *rest] if len(rest) <= 1:
-                account = self._resolve(name)
+                account = self._resolve(name, default)
                 if account is None:
                     return _text(404, "No such service account on this instance.\n")
-                return self._account(account, rest[0] if rest else None, query)
+                return self._account(account, rest[0] if rest else None, query, default)
         return _text(404, "Not found.\n")
 
-    def _account(self, account: str, leaf: str | None, query: Mapping[str, list[str]]) -> Reply:
-        info = self._account_info(account)
+    def _account(
+        self, account: str, leaf: str | None, query: Mapping[str, list[str]], default: str
+    ) -> Reply:
+        info = self._account_info(account, default)
         if leaf is None:
             if _recursive(query):
                 return _json(info)
@@ -735,25 +796,31 @@ class Emulator:
             return _text(200, self.mint(audience, account=account, full=token_format == "full"))
         return _text(404, "Not found.\n")
 
-    def _resolve(self, name: str) -> str | None:
+    def _resolve(self, name: str, default: str) -> str | None:
         if name == "default":
-            return self.default_account
+            return default
         for account in self.service_accounts:
             if account.lower() == name.lower():
                 return account
         return None
 
-    def _account_info(self, account: str) -> dict[str, Any]:
-        aliases = ["default"] if account == self.default_account else []
+    def _account_info(self, account: str, default: str) -> dict[str, Any]:
+        aliases = ["default"] if account == default else []
         return {"aliases": aliases, "email": account, "scopes": list(_DEFAULT_SCOPES)}
 
-    def _accounts_info(self) -> dict[str, Any]:
-        info = {"default": self._account_info(self.default_account)}
-        info.update((account, self._account_info(account)) for account in self.service_accounts)
+    def _accounts_info(self, default: str) -> dict[str, Any]:
+        info = {"default": self._account_info(default, default)}
+        info.update(
+            (account, self._account_info(account, default)) for account in self.service_accounts
+        )
         return info
 
     def _project_info(self) -> dict[str, Any]:
         return {"numericProjectId": int(self.numeric_project_id), "projectId": self.project_id}
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _apply(target: dict[str, Any], changes: Mapping[str, Any] | None) -> None:

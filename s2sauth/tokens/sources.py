@@ -682,11 +682,17 @@ class DefaultSource:
                 try:
                     result = fetch(self._adc)
                 except TokenFetchError as exc:
+                    # Telling someone to set a variable they have set sends them in circles.
+                    adc = (
+                        "fix the credentials GOOGLE_APPLICATION_CREDENTIALS names"
+                        if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+                        else "set GOOGLE_APPLICATION_CREDENTIALS"
+                    )
                     raise TokenFetchError(
                         "no token source works here. Tried the metadata server "
                         f"({absent.message}) and Application Default Credentials "
                         f"({exc.message}). On Google Cloud, check the instance's service "
-                        "account; elsewhere set GOOGLE_APPLICATION_CREDENTIALS, or run "
+                        f"account; elsewhere {adc}, or run "
                         "`s2sauth emulator` and export the GCE_METADATA_HOST it prints",
                         status=exc.status,
                         retryable=exc.retryable,
