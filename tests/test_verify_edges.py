@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,8 @@ from s2sauth.verify.keys import KeySet, parse_key_set
 from s2sauth.verify.policy import CallerPolicy, RoutePolicy, Rule
 from s2sauth.verify.verifier import Verifier
 from s2sauth.wsgi import IDTokenMiddleware
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 URL = "https://keys.example/oauth2/v3/certs"
 AUDIENCE = "https://svc-abc-uc.a.run.app"
@@ -241,14 +244,14 @@ def test_kid_stored_by_a_concurrent_fetch_needs_no_refetch(
 @pytest.mark.slow
 def test_lookup_gives_up_on_a_fetch_that_hangs(clock: Clock) -> None:
     """A fetch stuck in a transport that ignores its timeout fails the lookup closed (503)
-    after timeout plus the queue slack (about 5 s), instead of hanging the request."""
+    after timeout plus the queue slack, instead of hanging the request."""
     release = threading.Event()
 
     def hanging(request: HTTPRequest) -> HTTPResponse:
         release.wait(30)
         raise TransportError("released by the test")
 
-    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01)
+    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01, queue_slack=0.05)
     try:
         with pytest.raises(KeyFetchError, match="took too long") as caught:
             keys.get("k1")
@@ -269,7 +272,7 @@ async def test_async_lookup_gives_up_on_a_fetch_that_hangs(clock: Clock) -> None
         release.wait(30)
         raise TransportError("released by the test")
 
-    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01)
+    keys = KeySet(URL, transport=hanging, clock=clock, timeout=0.01, queue_slack=0.05)
     try:
         with pytest.raises(KeyFetchError, match="took too long") as caught:
             await keys.aget("k1")
@@ -378,7 +381,7 @@ def test_a_fetch_that_cannot_start_a_worker_leaves_no_stuck_claim(emulator: Emul
                 raise RuntimeError("can't start new thread")
             return real_start(self)
         threading.Thread.start = start
-        keys = KeySet({emulator.jwks_url!r}, timeout=5)
+        keys = KeySet({emulator.jwks_url!r}, timeout=5, queue_slack=600)
         try:
             keys.get({emulator.kid!r})
         except RuntimeError as exc:
@@ -387,13 +390,24 @@ def test_a_fetch_that_cannot_start_a_worker_leaves_no_stuck_claim(emulator: Emul
         print("second: fetched", keys.stats.fetches)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    # Before the fix the dropped work item ran later, freed the second call's claim and
+    # left its future unresolved: the second lookup waited timeout + slack (here 605 s,
+    # so it shows as this run's timeout) and two fetches ran.
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=_PROJECT_ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the second lookup waited for a fetch whose future was never resolved")
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
     assert first == "first: can't start new thread"
-    assert second.startswith("second: fetched")
+    assert second == "second: fetched 1"
 
 
 # -- jws -------------------------------------------------------------------------------------

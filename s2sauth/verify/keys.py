@@ -83,8 +83,6 @@ _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REFRESH_FRACTION = 0.1
 _REFRESH_WINDOW = 60.0
 _FETCH = "keys"
-# Extra seconds a lookup waits for a fetch beyond its timeout (the pool may be busy).
-_QUEUE_SLACK = 5.0
 # A JWK integer: base64url, padding tolerated (RFC 7518 omits it).
 _B64URL_VALUE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
@@ -145,6 +143,10 @@ class KeySet:
             while fetches fail (six hours by default).
         failure_backoff: least time between two fetch attempts after a failure.
         timeout: total seconds one fetch may take, retry included.
+        queue_slack: extra seconds a lookup waits for a fetch beyond ``timeout``,
+            for the time the fetch may spend queued for a worker of a busy pool.
+            A lookup gives up (503) after ``timeout + queue_slack`` whatever the
+            fetch does, so a transport that ignores its timeout cannot hang requests.
 
     Raises:
         ConfigurationError: a bad URL, algorithm or duration.
@@ -164,6 +166,7 @@ class KeySet:
         stale_grace: float = 6 * 3600.0,
         failure_backoff: float = 5.0,
         timeout: float = 5.0,
+        queue_slack: float = 5.0,
     ) -> None:
         if not isinstance(certs_url, str) or not certs_url.startswith(("https://", "http://")):
             raise ConfigurationError(
@@ -178,6 +181,7 @@ class KeySet:
             "stale_grace": stale_grace,
             "failure_backoff": failure_backoff,
             "timeout": timeout,
+            "queue_slack": queue_slack,
         }
         for name, value in durations.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -200,6 +204,7 @@ class KeySet:
         self._grace = float(stale_grace)
         self._backoff = float(failure_backoff)
         self._timeout = float(timeout)
+        self._wait_limit = self._timeout + float(queue_slack)
         self._flight: SingleFlight[str, _Keys] = SingleFlight(pool_name=KEYS)
         self._lock = threading.Lock()
         self._keys: _Keys | None = None
@@ -265,7 +270,7 @@ class KeySet:
         fetch = self._plan(kid, now)
         if fetch is not None:
             try:
-                fetch.result(timeout=self._timeout + _QUEUE_SLACK)
+                fetch.result(timeout=self._wait_limit)
             except KeyFetchError as exc:
                 error = exc
             except concurrent.futures.TimeoutError:
@@ -283,7 +288,7 @@ class KeySet:
         fetch = self._plan(kid, now)
         if fetch is not None:
             try:
-                await wait_future(fetch, timeout=self._timeout + _QUEUE_SLACK)
+                await wait_future(fetch, timeout=self._wait_limit)
             except KeyFetchError as exc:
                 error = exc
             except TimeoutError:
