@@ -273,6 +273,8 @@ def test_unusable_documents(body: bytes, message: str) -> None:
         pytest.param(503, 2, id="503 retried"),
         pytest.param(500, 2, id="500 retried"),
         pytest.param(429, 2, id="429 retried"),
+        pytest.param(408, 2, id="408 retried"),
+        pytest.param(501, 2, id="501 retried, like every 5xx"),
         pytest.param(404, 1, id="404 not retried"),
         pytest.param(403, 1, id="403 not retried"),
         pytest.param(302, 1, id="redirect not followed"),

@@ -11,6 +11,7 @@ import pytest
 
 from s2sauth._errors import TokenFetchError
 from s2sauth._http import HTTPResponse, TransportError
+from s2sauth._retry import is_retryable_status
 from s2sauth.tokens import metadata
 from s2sauth.tokens._tokens import AccessToken, IDToken, safe_text
 
@@ -198,7 +199,7 @@ def test_other_4xx_fail_at_once(status: int) -> None:
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_retryable_statuses(status: int) -> None:
     """408, 429 and 5xx are retryable, with or without the flavor header."""
-    assert metadata.is_retryable_status(status)
+    assert is_retryable_status(status)
     for headers in (FLAVOR, {}):
         with pytest.raises(TokenFetchError) as info:
             metadata.parse_identity_response(reply(status, "busy", headers), host=HOST)
@@ -209,7 +210,7 @@ def test_retryable_statuses(status: int) -> None:
 @pytest.mark.parametrize("status", [200, 301, 400, 404, 407])
 def test_non_retryable_statuses(status: int) -> None:
     """Success, redirects and ordinary client errors are not retryable statuses."""
-    assert not metadata.is_retryable_status(status)
+    assert not is_retryable_status(status)
 
 
 def test_error_text_never_carries_a_token() -> None:
@@ -304,37 +305,3 @@ def test_ping_rejects_other_servers_and_silence() -> None:
     next(flow)
     with pytest.raises(TokenFetchError, match="no answer"):
         flow.throw(TransportError("timed out", timeout=True))
-
-
-# --- backoff ------------------------------------------------------------------
-
-
-def test_backoff_doubles_with_full_jitter_up_to_the_cap() -> None:
-    """The wait bound doubles per attempt up to the cap; the jitter scales it."""
-    backoff = metadata.Backoff(deadline=100.0, started=0.0, base=0.05, cap=1.0)
-    bounds = []
-    for _ in range(8):
-        backoff.begin_attempt(0.0, 3.0)
-        delay = backoff.delay(0.0, 0.999999)
-        assert delay is not None
-        bounds.append(round(delay, 3))
-    assert bounds == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
-    assert backoff.delay(0.0, 0.0) == 0.0
-    assert backoff.delay(0.0, 0.5) == pytest.approx(0.5)
-
-
-def test_backoff_stops_at_the_deadline() -> None:
-    """No wait is offered that would leave no time for another attempt."""
-    backoff = metadata.Backoff(deadline=1.0, started=10.0)
-    backoff.begin_attempt(10.0, 3.0)
-    assert backoff.delay(10.5, 0.5) is not None
-    assert backoff.delay(10.995, 0.0) is None
-    assert backoff.delay(11.2, 0.0) is None
-
-
-def test_backoff_shortens_attempt_timeout_to_the_deadline() -> None:
-    """An attempt never gets more time than the deadline leaves."""
-    backoff = metadata.Backoff(deadline=5.0, started=0.0)
-    assert backoff.begin_attempt(0.0, 3.0) == 3.0
-    assert backoff.begin_attempt(4.0, 3.0) == 1.0
-    assert backoff.attempts == 2

@@ -10,9 +10,10 @@ functions that read the :class:`~s2sauth._http.HTTPResponse`, and *flows* (see
     flow.send(response)                       # -> StopIteration(IDToken) or TokenFetchError
 
 Whether a failed attempt is worth another one is decided here too: every
-:class:`~s2sauth.TokenFetchError` a flow raises says so in ``retryable``, and
-:class:`Backoff` says how long to wait and when to stop. Only the sleeping is
-left to the caller (:class:`~s2sauth.tokens.sources.MetadataServerSource`).
+:class:`~s2sauth.TokenFetchError` a flow raises says so in ``retryable``, by the
+one rule of :func:`s2sauth._retry.is_retryable_status`. Pacing the attempts
+(:class:`s2sauth._retry.Backoff`) and sleeping are left to the caller
+(:class:`~s2sauth.tokens.sources.MetadataServerSource`).
 """
 
 from __future__ import annotations
@@ -20,23 +21,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from .._drivers import Flow
 from .._errors import TokenFetchError
 from .._http import DEFAULT_TIMEOUT, HTTPRequest, HTTPResponse, TransportError
+from .._retry import is_retryable_status
 from ._tokens import AccessToken, IDToken, id_token_expiry, safe_text
 
 __all__ = [
     "DEFAULT_HOST",
     "METADATA_FLAVOR",
-    "Backoff",
     "access_token_flow",
     "access_token_request",
     "identity_flow",
     "identity_request",
-    "is_retryable_status",
     "parse_access_token_response",
     "parse_identity_response",
     "ping_flow",
@@ -111,11 +110,6 @@ def ping_request(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> HTTPRequest:
     return HTTPRequest(
         "GET", f"http://{host}/", {"Metadata-Flavor": METADATA_FLAVOR}, timeout=timeout
     )
-
-
-def is_retryable_status(status: int) -> bool:
-    """Whether an HTTP status is worth another attempt: 408, 429 and every 5xx."""
-    return status in (408, 429) or 500 <= status <= 599
 
 
 def _check_reply(response: HTTPResponse, *, host: str, what: str) -> None:
@@ -254,46 +248,3 @@ def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
             status=response.status,
             retryable=True,
         )
-
-
-@dataclass
-class Backoff:
-    """When to try again: exponential backoff with full jitter inside a total deadline.
-
-    Sans-IO: the caller passes in the monotonic time and a random number and
-    does the sleeping. Attempt ``n`` (from 1) that failed is followed by a wait
-    drawn uniformly from ``[0, min(cap, base * 2**(n-1)))``, unless that wait
-    would leave no time for another attempt before the deadline.
-
-    Args:
-        deadline: total seconds for all attempts and waits together.
-        started: monotonic time of the first attempt.
-        base: the first wait's upper bound.
-        cap: the largest upper bound.
-    """
-
-    deadline: float
-    started: float
-    base: float = 0.05
-    cap: float = 1.0
-    attempts: int = 0
-
-    #: An attempt is not started with less time than this left: it could not succeed.
-    MIN_ATTEMPT_TIME = 0.01
-
-    def begin_attempt(self, now: float, timeout: float) -> float:
-        """Count an attempt; return its timeout, shortened to what the deadline leaves."""
-        self.attempts += 1
-        return max(self.MIN_ATTEMPT_TIME, min(timeout, self.started + self.deadline - now))
-
-    def delay(self, now: float, rand: float) -> float | None:
-        """The wait before the next attempt, or ``None`` to give up.
-
-        Args:
-            now: the monotonic time now.
-            rand: a uniform random number in ``[0, 1)``.
-        """
-        wait = rand * min(self.cap, self.base * 2.0 ** (self.attempts - 1))
-        if now + wait + self.MIN_ATTEMPT_TIME > self.started + self.deadline:
-            return None
-        return wait

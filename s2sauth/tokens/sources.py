@@ -33,6 +33,7 @@ from .. import _otel
 from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, TokenFetchError
 from .._http import HTTPTransport, Transport
+from .._retry import Backoff
 from . import metadata
 from ._tokens import (
     AccessToken,
@@ -205,13 +206,13 @@ class MetadataServerSource:
     )
     def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
         host = self.host
-        backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())
+        backoff = Backoff(deadline=self._deadline, started=time.monotonic())
         while True:
             timeout = backoff.begin_attempt(time.monotonic(), self._timeout)
             ends = time.monotonic() + timeout
             try:
                 with _fetch_slot(host, timeout):
-                    left = max(metadata.Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
+                    left = max(Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
                     return run_sync(make_flow(host, left), self._transport)
             except TokenFetchError as exc:
                 if not exc.retryable:
