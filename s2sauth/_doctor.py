@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ._drivers import run_sync
 from ._errors import S2SAuthError
 from ._http import HTTPRequest, HTTPTransport, Transport, TransportError
 from .tokens import metadata
@@ -253,7 +252,7 @@ def find_identity(
     env = os.environ if environ is None else environ
     host, chosen_by = _metadata_host(env)
     try:
-        run_sync(metadata.ping_flow(host, timeout=PROBE_TIMEOUT), transport)
+        MetadataServerSource(host=host, transport=transport).ping(timeout=PROBE_TIMEOUT)
     except S2SAuthError as exc:
         absent = f"tried the metadata server ({chosen_by}): {exc.message}"
     else:

@@ -115,15 +115,11 @@ def test_resolve_host_reads_environment_at_call(monkeypatch: pytest.MonkeyPatch)
 # --- identity replies --------------------------------------------------------
 
 
-def test_identity_flow_returns_token_with_its_own_expiry() -> None:
+def test_identity_reply_gives_token_with_its_own_expiry() -> None:
     """A genuine 200 with a JWT gives an IDToken whose expiry is the token's exp."""
     token = fake_jwt({"aud": "a", "exp": 1_700_003_600, "email": "x@y"})
-    flow = metadata.identity_flow(HOST, "a")
-    request = next(flow)
-    assert "/identity?" in request.url
-    with pytest.raises(StopIteration) as stop:
-        flow.send(reply(200, token))
-    result = stop.value.value
+    assert "/identity?" in metadata.identity_request(HOST, "a").url
+    result = metadata.parse_identity_response(reply(200, token), host=HOST)
     assert result == IDToken(token, 1_700_003_600.0)
     assert token not in repr(result)
 
@@ -232,26 +228,21 @@ def test_safe_text_trims() -> None:
 
 
 def test_transport_error_is_retryable() -> None:
-    """A connection failure thrown into the flow becomes a retryable TokenFetchError."""
-    flow = metadata.identity_flow(HOST, "a")
-    next(flow)
-    with pytest.raises(TokenFetchError, match="no answer from the metadata server") as info:
-        flow.throw(TransportError("connection refused"))
-    assert info.value.retryable
-    assert info.value.status is None
+    """A request that got no reply becomes a retryable TokenFetchError."""
+    error = metadata.no_answer(TransportError("connection refused"), HOST)
+    assert error.message.startswith("no answer from the metadata server")
+    assert error.retryable
+    assert error.status is None
 
 
 # --- access tokens ------------------------------------------------------------
 
 
-def test_access_token_flow_good() -> None:
+def test_access_token_reply_good() -> None:
     """A JSON token reply gives an AccessToken expiring expires_in after now."""
-    flow = metadata.access_token_flow(HOST, ["s"], now=1000.0)
-    assert "/token?" in next(flow).url
+    assert "/token?" in metadata.access_token_request(HOST, ["s"]).url
     body = json.dumps({"access_token": "ya29.secret", "expires_in": 3599, "token_type": "Bearer"})
-    with pytest.raises(StopIteration) as stop:
-        flow.send(reply(200, body))
-    result = stop.value.value
+    result = metadata.parse_access_token_response(reply(200, body), host=HOST, now=1000.0)
     assert result == AccessToken("ya29.secret", 4599.0)
     assert "ya29.secret" not in repr(result)
 
@@ -288,20 +279,15 @@ def test_access_token_missing_flavor() -> None:
 
 def test_ping_accepts_any_genuine_reply() -> None:
     """Any reply with the flavor header means a metadata server is there."""
+    assert metadata.ping_request(HOST).url == f"http://{HOST}/"
     for status in (200, 404, 503):
-        flow = metadata.ping_flow(HOST)
-        next(flow)
-        with pytest.raises(StopIteration):
-            flow.send(reply(status, "ok"))
+        assert metadata.parse_ping_response(reply(status, "ok"), host=HOST) is None
 
 
 def test_ping_rejects_other_servers_and_silence() -> None:
     """A reply without the flavor header, or no connection, means no metadata server."""
-    flow = metadata.ping_flow(HOST)
-    next(flow)
-    with pytest.raises(TokenFetchError, match="not a metadata server"):
-        flow.send(reply(200, "<html>", {}))
-    flow = metadata.ping_flow(HOST)
-    next(flow)
-    with pytest.raises(TokenFetchError, match="no answer"):
-        flow.throw(TransportError("timed out", timeout=True))
+    with pytest.raises(TokenFetchError, match="not a metadata server") as info:
+        metadata.parse_ping_response(reply(200, "<html>", {}), host=HOST)
+    assert info.value.retryable
+    silence = metadata.no_answer(TransportError("timed out", timeout=True), HOST)
+    assert "no answer" in silence.message and silence.retryable

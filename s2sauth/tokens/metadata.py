@@ -2,18 +2,17 @@
 
 Everything here is plain data in, plain data out: functions that build the
 :class:`~s2sauth._http.HTTPRequest` for an identity, access-token or ping call,
-functions that read the :class:`~s2sauth._http.HTTPResponse`, and *flows* (see
-:mod:`s2sauth._drivers`) that tie the two together for one attempt::
-
-    flow = identity_flow("metadata.google.internal", "https://svc.run.app")
-    request = next(flow)                      # what to send
-    flow.send(response)                       # -> StopIteration(IDToken) or TokenFetchError
+and functions that read the :class:`~s2sauth._http.HTTPResponse`. Each call is
+one request and one reply, so the caller simply does
+``parse_identity_response(transport(identity_request(host, audience)), host=host)``
+(see :class:`~s2sauth.tokens.sources.MetadataServerSource`), and the tests feed the
+parsers replies by hand, without a server.
 
 Whether a failed attempt is worth another one is decided here too: every
-:class:`~s2sauth.TokenFetchError` a flow raises says so in ``retryable``, by the
-one rule of :func:`s2sauth._retry.is_retryable_status`. Pacing the attempts
-(:class:`s2sauth._retry.Backoff`) and sleeping are left to the caller
-(:class:`~s2sauth.tokens.sources.MetadataServerSource`).
+:class:`~s2sauth.TokenFetchError` a parser raises says so in ``retryable``, by the
+one rule of :func:`s2sauth._retry.is_retryable_status`, as does :func:`no_answer`
+for a request that got no reply. Pacing the attempts (:class:`s2sauth._retry.Backoff`)
+and sleeping are left to the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import os
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlencode
 
-from .._drivers import Flow
 from .._errors import TokenFetchError
 from .._http import DEFAULT_TIMEOUT, HTTPRequest, HTTPResponse, TransportError
 from .._retry import is_retryable_status
@@ -32,13 +30,12 @@ from ._tokens import AccessToken, IDToken, id_token_expiry, safe_text
 __all__ = [
     "DEFAULT_HOST",
     "METADATA_FLAVOR",
-    "access_token_flow",
     "access_token_request",
-    "identity_flow",
+    "no_answer",
     "identity_request",
     "parse_access_token_response",
     "parse_identity_response",
-    "ping_flow",
+    "parse_ping_response",
     "normalize_host",
     "ping_request",
     "resolve_host",
@@ -188,59 +185,12 @@ def parse_access_token_response(response: HTTPResponse, *, host: str, now: float
     return AccessToken(token, now + float(expires_in))
 
 
-def _transport_error(exc: TransportError, host: str) -> TokenFetchError:
-    return TokenFetchError(f"no answer from the metadata server at {host}: {exc}", retryable=True)
-
-
-def identity_flow(
-    host: str, audience: str, *, account: str = "default", timeout: float = DEFAULT_TIMEOUT
-) -> Flow[IDToken]:
-    """One attempt at an ID token: yields the request, returns the :class:`IDToken`.
+def parse_ping_response(response: HTTPResponse, *, host: str) -> None:
+    """Read a ping reply: any status counts, if the reply carries ``Metadata-Flavor: Google``.
 
     Raises:
-        TokenFetchError: see :func:`parse_identity_response`; a connection
-            failure or timeout thrown in is ``retryable``.
+        TokenFetchError: (``retryable``) what answered is not a metadata server.
     """
-    try:
-        response = yield identity_request(host, audience, account=account, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
-    return parse_identity_response(response, host=host)
-
-
-def access_token_flow(
-    host: str,
-    scopes: Sequence[str],
-    *,
-    now: float,
-    account: str = "default",
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Flow[AccessToken]:
-    """One attempt at an access token; ``now`` is the epoch time the attempt starts.
-
-    Raises:
-        TokenFetchError: see :func:`parse_access_token_response`.
-    """
-    try:
-        response = yield access_token_request(host, scopes, account=account, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
-    return parse_access_token_response(response, host=host, now=now)
-
-
-def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
-    """Whether a metadata server answers at ``host``: returns if one does.
-
-    Any reply carrying ``Metadata-Flavor: Google`` counts, whatever its status.
-
-    Raises:
-        TokenFetchError: (``retryable``) no connection, a timeout, or an answer
-            from something that is not a metadata server; the message says which.
-    """
-    try:
-        response = yield ping_request(host, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
     if response.header("Metadata-Flavor") != METADATA_FLAVOR:
         raise TokenFetchError(
             f"something answered at {host} (HTTP {response.status}) but it is not a metadata "
@@ -248,3 +198,8 @@ def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
             status=response.status,
             retryable=True,
         )
+
+
+def no_answer(exc: TransportError, host: str) -> TokenFetchError:
+    """The retryable error for a request to ``host`` that got no reply (refused, timed out)."""
+    return TokenFetchError(f"no answer from the metadata server at {host}: {exc}", retryable=True)

@@ -30,9 +30,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .. import _otel
-from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, TokenFetchError
-from .._http import HTTPTransport, Transport
+from .._http import HTTPRequest, HTTPResponse, HTTPTransport, Transport, TransportError
 from .._retry import Backoff
 from . import metadata
 from ._tokens import (
@@ -170,9 +169,10 @@ class MetadataServerSource:
         """
         return self._fetch(
             "an ID token",
-            lambda host, timeout: metadata.identity_flow(
+            lambda host, timeout: metadata.identity_request(
                 host, audience, account=self.account, timeout=timeout
             ),
+            lambda response, host, sent: metadata.parse_identity_response(response, host=host),
         )
 
     def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
@@ -183,8 +183,11 @@ class MetadataServerSource:
         """
         return self._fetch(
             "an access token",
-            lambda host, timeout: metadata.access_token_flow(
-                host, scopes, now=time.time(), account=self.account, timeout=timeout
+            lambda host, timeout: metadata.access_token_request(
+                host, scopes, account=self.account, timeout=timeout
+            ),
+            lambda response, host, sent: metadata.parse_access_token_response(
+                response, host=host, now=sent
             ),
         )
 
@@ -194,7 +197,9 @@ class MetadataServerSource:
         Raises:
             TokenFetchError: nothing answered, or what answered is not a metadata server.
         """
-        run_sync(metadata.ping_flow(self.host, timeout=timeout), self._transport)
+        host = self.host
+        response = _exchange(self._transport, metadata.ping_request(host, timeout=timeout), host)
+        metadata.parse_ping_response(response, host=host)
 
     def close(self) -> None:
         """Close the idle connections of the default transport (a given one is left alone)."""
@@ -204,7 +209,13 @@ class MetadataServerSource:
     @_otel.traced(
         "s2sauth.metadata_server", "metadata_server", lambda s: {"server.address": s.host}
     )
-    def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
+    def _fetch(
+        self,
+        what: str,
+        request_for: Callable[[str, float], HTTPRequest],
+        parse: Callable[[HTTPResponse, str, float], T],
+    ) -> T:
+        # parse(response, host, sent): sent is the epoch time the attempt's request left.
         host = self.host
         backoff = Backoff(deadline=self._deadline, started=time.monotonic())
         while True:
@@ -213,7 +224,8 @@ class MetadataServerSource:
             try:
                 with _fetch_slot(host, timeout):
                     left = max(Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
-                    return run_sync(make_flow(host, left), self._transport)
+                    request, sent = request_for(host, left), time.time()
+                    return parse(_exchange(self._transport, request, host), host, sent)
             except TokenFetchError as exc:
                 if not exc.retryable:
                     raise
@@ -228,6 +240,13 @@ class MetadataServerSource:
                         retryable=True,
                     ) from exc
             time.sleep(delay)
+
+
+def _exchange(transport: Transport, request: HTTPRequest, host: str) -> HTTPResponse:
+    try:
+        return transport(request)
+    except TransportError as exc:
+        raise metadata.no_answer(exc, host) from exc
 
 
 # google-auth credentials nearly always report an expiry; if one does not, assume a
