@@ -37,7 +37,7 @@ from ._errors import S2SAuthError
 from ._http import HTTPRequest, HTTPTransport, Transport, TransportError
 from .tokens import metadata
 from .tokens._tokens import IDTokenSource, safe_text
-from .tokens.sources import ADCSource, MetadataServerSource
+from .tokens.sources import ADCSource, MetadataServerSource, gcloud_adc_path
 from .verify.keys import KeySet
 from .verify.verifier import CERTS_URL_ENV, GOOGLE_CERTS_URL, Verifier
 
@@ -154,15 +154,7 @@ def _adc_path(environ: Mapping[str, str]) -> tuple[str | None, str]:
     path = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if path:
         return path, "GOOGLE_APPLICATION_CREDENTIALS"
-    config = environ.get("CLOUDSDK_CONFIG")
-    if not config:
-        if os.name == "nt":
-            config = os.path.join(environ.get("APPDATA", ""), "gcloud")
-        else:
-            config = os.path.join(
-                environ.get("HOME") or os.path.expanduser("~"), ".config", "gcloud"
-            )
-    path = os.path.join(config, "application_default_credentials.json")
+    path = gcloud_adc_path(environ)
     return (path, "gcloud") if os.path.isfile(path) else (None, "")
 
 

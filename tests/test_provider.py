@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from support import wait_for
+from support import Clock, wait_for
 
 from s2sauth._errors import ConfigurationError, TokenFetchError
 from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
@@ -33,16 +33,6 @@ from s2sauth.tokens.sources import (
 
 NOW = 1_700_000_000.0
 HOST = "metadata.test"
-
-
-class Clock:
-    """A settable clock: provider time only moves when a test moves it."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeSource:
@@ -116,7 +106,7 @@ class FakeMetadata:
 @pytest.fixture
 def clock() -> Clock:
     """A fake clock at a fixed instant."""
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import Clock
 
 from s2sauth._errors import (
     AudienceMismatchError,
@@ -41,19 +42,6 @@ CALLER = "caller@demo-project.iam.gserviceaccount.com"
 OTHER = "other@demo-project.iam.gserviceaccount.com"
 
 
-class Clock:
-    """An injected clock starting at the real time, moving only when told."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture(scope="session")
 def signing_key() -> rsa.RSAPrivateKey:
     """The session's RSA-2048 key, shared by every emulator."""
@@ -69,8 +57,8 @@ def emulator(signing_key: rsa.RSAPrivateKey) -> Iterator[Emulator]:
 
 @pytest.fixture
 def clock() -> Clock:
-    """A fresh injected clock."""
-    return Clock()
+    """A fresh injected clock, starting at the real time (the emulator mints at it)."""
+    return Clock(time.time())
 
 
 @pytest.fixture
@@ -494,6 +482,7 @@ def test_certs_url_from_the_environment(
         pytest.param({"allowed_callers": ["*@gmail.com"]}, id="gmail wildcard"),
         pytest.param({"allowed_callers": []}, id="empty allow-list"),
         pytest.param({"issuers": []}, id="no issuer"),
+        pytest.param({"issuers": ["https://accounts.google.com", " "]}, id="blank issuer"),
         pytest.param({"cache_size": -1}, id="negative cache"),
         pytest.param({"cache_size": 1.5}, id="fractional cache"),
         pytest.param({"certs_url": "ftp://keys.example/certs"}, id="ftp certs_url"),

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .. import _otel
+from .._check import non_empty_string
 from .._errors import ConfigurationError, TokenFetchError
 from .._http import HTTPRequest, HTTPResponse, HTTPTransport, Transport, TransportError
 from .._retry import Backoff
@@ -127,8 +128,7 @@ class MetadataServerSource:
         deadline: float = DEFAULT_DEADLINE,
         timeout: float | None = None,
     ) -> None:
-        if not isinstance(account, str) or not account.strip():
-            raise ConfigurationError("account must be 'default' or a service account email")
+        non_empty_string("account", account, example="default")
         if timeout is None:
             timeout = deadline
         if deadline <= 0 or timeout <= 0:
@@ -281,13 +281,20 @@ def _within(deadline: float, what: str, fn: Callable[[], T]) -> T:
         ) from None
 
 
-def _gcloud_adc_path() -> str:
-    config = os.environ.get("CLOUDSDK_CONFIG")
+def gcloud_adc_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where ``gcloud auth application-default login`` writes its credentials, as google-auth
+    looks for them (``CLOUDSDK_CONFIG``, else the user's gcloud folder); it may not exist.
+
+    Args:
+        environ: the environment to read; ``os.environ`` if omitted.
+    """
+    env = os.environ if environ is None else environ
+    config = env.get("CLOUDSDK_CONFIG")
     if not config:
         if os.name == "nt":
-            config = os.path.join(os.environ.get("APPDATA", ""), "gcloud")
+            config = os.path.join(env.get("APPDATA", ""), "gcloud")
         else:
-            config = os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+            config = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config", "gcloud")
     return os.path.join(config, "application_default_credentials.json")
 
 
@@ -448,7 +455,7 @@ class ADCSource:
                     f"GOOGLE_APPLICATION_CREDENTIALS is {path!r}, which is not a file"
                 )
             return path
-        path = _gcloud_adc_path()
+        path = gcloud_adc_path()
         if os.path.isfile(path):
             return path
         raise TokenFetchError(

@@ -54,8 +54,10 @@ from .._errors import (
     MissingTokenError,
     S2SAuthError,
 )
+from .._outbound import X_SERVERLESS_AUTHORIZATION
 from ..iap import PeoplePolicy
 from .caller import Caller
+from .jws import SIGNATURE_REMOVED
 from .policy import EXEMPT, CallerPolicy, Resolution, RoutePolicy, Rule, _normalise, _under
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,9 +83,7 @@ _log = logging.getLogger(__name__)
 #: The realm named in ``WWW-Authenticate`` challenges unless configured otherwise.
 DEFAULT_REALM = "s2sauth"
 #: The header Cloud Run checks (and strips the signature of) when both are sent.
-SERVERLESS_HEADER = "X-Serverless-Authorization"
-#: What Cloud Run puts in place of the signature of a token it already checked.
-SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+SERVERLESS_HEADER = X_SERVERLESS_AUTHORIZATION
 #: The header Identity-Aware Proxy signs a person's identity into (a raw JWT).
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 

@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from .. import _log, _otel
+from .._check import non_empty_strings
 from .._errors import (
     AudienceMismatchError,
     CallerNotAllowedError,
@@ -180,14 +181,14 @@ class Verifier:
         transport: Transport | None = None,
     ) -> None:
         audiences, pushes, pending = _audiences(audience)
-        issuer_set = _strings("issuers", issuers)
+        issuer_set = non_empty_strings("issuers", issuers)
         if isinstance(leeway, bool) or not isinstance(leeway, int | float):
             raise ConfigurationError(f"leeway must be a number of seconds, not {leeway!r}")
         if not 0 <= leeway <= MAX_LEEWAY:
             raise ConfigurationError(
                 f"leeway must be between 0 and {MAX_LEEWAY:g} seconds, not {leeway!r}"
             )
-        chosen_algorithms = frozenset(_strings("algorithms", algorithms))
+        chosen_algorithms = frozenset(non_empty_strings("algorithms", algorithms))
         unsupported = chosen_algorithms - jws.SUPPORTED_ALGORITHMS
         if unsupported:
             raise ConfigurationError(
@@ -637,13 +638,6 @@ def _warn_about_audience(audience: str) -> None:
             audience,
             origin,
         )
-
-
-def _strings(name: str, values: str | Iterable[str]) -> tuple[str, ...]:
-    chosen = (values,) if isinstance(values, str) else tuple(values)
-    if not chosen or not all(isinstance(value, str) and value for value in chosen):
-        raise ConfigurationError(f"{name} must be one or more non-empty strings, not {values!r}")
-    return chosen
 
 
 def _certs_url(
