@@ -15,9 +15,9 @@ building on the last:
 4. **keys endpoint**: whether the verification keys answer, how many, for how long;
 5. **verification**: whether the minted token verifies against those keys.
 
-Probing for a metadata server is one short call; with no ``GCE_METADATA_HOST``
-it goes to the link-local address, never through DNS, so it is quick off Google
-Cloud too.
+Probing for a metadata server is one short call to the host s2sauth itself uses
+(``GCE_METADATA_HOST``, else ``metadata.google.internal``), so the doctor vouches
+only for the server the library will call.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ PROBE_TIMEOUT = 1.0
 
 # Without an override, probe the link-local address as google-auth does: no DNS
 # lookup of metadata.google.internal that could stall off Google Cloud.
-_METADATA_IP = "169.254.169.254"
 _ACCOUNT_PATH = "/computeMetadata/v1/instance/service-accounts/default/email"
 _PROJECT_PATH = "/computeMetadata/v1/project/project-id"
 _SHOWN_CLAIMS = ("iss", "aud", "azp", "email", "email_verified", "sub")
@@ -118,18 +117,19 @@ class Identity:
 
 
 def _metadata_host(environ: Mapping[str, str]) -> tuple[str, str]:
-    """The host to probe and how it was chosen."""
+    """The host to probe, the very one s2sauth's own calls use, and how it was chosen."""
+    host = metadata.resolve_host(environ)
     for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
         if environ.get(name):
-            return metadata.resolve_host(environ), f"set by {name}"
+            return host, f"set by {name}"
     if environ.get("GCE_METADATA_IP"):
         # google-auth only pings that address; its token requests, like s2sauth's, go to
         # GCE_METADATA_HOST. Probing it would vouch for a server the library never calls.
-        return _METADATA_IP, (
+        return host, (
             "the default address; GCE_METADATA_IP alone is not used for tokens, "
             "set GCE_METADATA_HOST too"
         )
-    return _METADATA_IP, "the default address"
+    return host, "the default address"
 
 
 def _metadata_get(transport: Transport, host: str, path: str) -> tuple[str | None, str | None]:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from s2sauth._errors import TokenFetchError
-from s2sauth._http import HTTPResponse, TransportError
+from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
 from s2sauth._retry import is_retryable_status
 from s2sauth.tokens import metadata
 from s2sauth.tokens._tokens import AccessToken, IDToken, safe_text
@@ -291,3 +291,23 @@ def test_ping_rejects_other_servers_and_silence() -> None:
     assert info.value.retryable
     silence = metadata.no_answer(TransportError("timed out", timeout=True), HOST)
     assert "no answer" in silence.message and silence.retryable
+
+
+def test_the_doctor_probes_the_host_the_library_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no override, the doctor pings metadata.google.internal, as MetadataServerSource
+    does, not an address of its own (issue "Code health": it used to ask 169.254.169.254)."""
+    from s2sauth._doctor import find_identity
+    from s2sauth.tokens.sources import MetadataServerSource
+
+    sent: list[str] = []
+
+    def unreachable(request: HTTPRequest) -> HTTPResponse:
+        sent.append(request.url)
+        raise TransportError("connection refused")
+
+    for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TokenFetchError):
+        MetadataServerSource(transport=unreachable).ping()
+    find_identity({"HOME": "/nonexistent"}, transport=unreachable)
+    assert sent == [f"http://{metadata.DEFAULT_HOST}/"] * 2
