@@ -135,6 +135,24 @@ def test_token_is_cached_per_audience(clock: Clock, source: FakeSource) -> None:
     }
 
 
+def test_the_least_recently_used_audience_is_forgotten_past_the_bound(
+    clock: Clock, source: FakeSource
+) -> None:
+    """The token cache holds at most 1024 audiences; the least recently used goes first."""
+    provider = IDTokenProvider(source, clock=clock)
+    provider.token("https://first")
+    provider.token("https://kept")
+    for n in range(1022):
+        provider.token(f"https://filler-{n}")
+    provider.token("https://first")  # a hit: now the most recently used
+    provider.token("https://one-too-many")  # evicts https://kept, the least recently used
+    fetches = provider.stats.fetches
+    provider.token("https://first")
+    assert provider.stats.fetches == fetches
+    provider.token("https://kept")
+    assert provider.stats.fetches == fetches + 1
+
+
 def test_constructor_does_no_io() -> None:
     """Building providers and sources touches nothing until a token is asked for."""
     transport = FakeMetadata()

@@ -227,8 +227,9 @@ class Verifier:
         self._leeway = float(leeway)
         self._clock = clock
         self._trust_iam = bool(trust_cloud_run_iam)
-        # A plain OrderedDict under our lock is the LRU: its C methods cost a third
-        # of cachetools.LRUCache's on this hot path (measured), and we need the lock anyway.
+        # A plain OrderedDict under our lock is the LRU (we need the lock anyway): with
+        # cachetools.LRUCache instead, a repeated token cost 1.44 us against 1.27 us
+        # (+13 %, bench_verify, best of 3 runs), so cachetools is no dependency.
         self._cache: OrderedDict[str, _Verified] | None = OrderedDict() if cache_size else None
         self._cache_size = cache_size
         self._lock = threading.Lock()
