@@ -68,7 +68,6 @@ MAX_LEEWAY: Final = 60.0
 Audience: TypeAlias = "str | PushAudience | CloudRunAudience"
 
 _V = TypeVar("_V", bound="Verifier")
-_new_tuple = tuple.__new__
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _announced_urls: set[str] = set()
 
@@ -503,7 +502,8 @@ class Verifier:
         if cache is None or type(token) is not str:
             return None
         leeway = self._leeway
-        # acquire/release rather than `with`: half the cost, on the path of every request.
+        # acquire/release rather than `with`: a repeated token costs 1.27 us this way and
+        # 1.41 us with `with` (+11 %, bench_verify, best of 3 runs).
         self._lock.acquire()
         try:
             entry = cache.get(token)
@@ -551,22 +551,18 @@ class Verifier:
         claims = parsed.payload
         validate(claims, now, self._rules)
         caller = self._caller_from_claims(claims)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of a microsecond).
         not_before = max(claims["iat"], claims.get("nbf", 0))
         kid = None if key is None else parsed.kid
-        entry = _new_tuple(_Verified, (caller, claims["exp"], not_before, kid))
+        entry = _Verified(caller, claims["exp"], not_before, kid)
         if _otel.active is not None:
             _otel.accepted(cache_hit=False)
-        self._lock.acquire()
-        try:
+        with self._lock:
             self._verified += 1
             cache = self._cache
             if cache is not None:
                 cache[token] = entry
                 if len(cache) > self._cache_size:
                     cache.popitem(last=False)
-        finally:
-            self._lock.release()
         return caller
 
     def _caller_from_claims(self, claims: dict[str, Any]) -> Caller:
