@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -127,7 +128,7 @@ def test_token_is_cached_per_audience(clock: Clock, source: FakeSource) -> None:
     assert source.asked == ["https://a", "https://b"]
     assert provider.stats.fetches == 2
     assert provider.stats.cache_hits == 1
-    assert dict(provider.stats) == {
+    assert dataclasses.asdict(provider.stats) == {
         "fetches": 2,
         "cache_hits": 1,
         "background_refreshes": 0,

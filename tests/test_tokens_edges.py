@@ -13,6 +13,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -631,17 +632,20 @@ def test_default_source_first_use_from_two_threads_pings_once() -> None:
 # --- the token cache ----------------------------------------------------------------------
 
 
-def test_stats_is_a_mapping_of_the_four_counters() -> None:
-    """ProviderStats reads like a mapping: four names, KeyError for any other."""
+def test_stats_is_a_frozen_snapshot_of_the_four_counters() -> None:
+    """ProviderStats is a frozen snapshot of four counters, like KeySetStats and VerifierStats."""
     provider = IDTokenProvider(Minting(time.time))
     provider.token("a")
     provider.token("a")
     stats = provider.stats
-    assert len(stats) == 4
-    assert stats["fetches"] == 1 and stats["cache_hits"] == 1
-    assert "fetches" in stats and "tokens" not in stats
-    with pytest.raises(KeyError, match="tokens"):
-        stats["tokens"]
+    assert dataclasses.asdict(stats) == {
+        "fetches": 1,
+        "cache_hits": 1,
+        "background_refreshes": 0,
+        "failures": 0,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.fetches = 2  # type: ignore[misc]
 
 
 @pytest.mark.anyio

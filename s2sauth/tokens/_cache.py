@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields, replace
 from typing import Generic, Protocol, TypeVar
 
@@ -51,8 +51,8 @@ class _Token(Protocol):
 
 
 @dataclass(frozen=True)
-class ProviderStats(Mapping[str, int]):
-    """A snapshot of a provider's counters; also readable as a mapping.
+class ProviderStats:
+    """A snapshot of a provider's counters (``dataclasses.asdict`` gives a dict).
 
     Attributes:
         fetches: calls to the source (foreground and background).
@@ -65,22 +65,6 @@ class ProviderStats(Mapping[str, int]):
     cache_hits: int = 0
     background_refreshes: int = 0
     failures: int = 0
-
-    def __getitem__(self, name: str) -> int:
-        if name not in self._names():
-            raise KeyError(name)
-        value: int = getattr(self, name)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    @classmethod
-    def _names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
@@ -118,7 +102,7 @@ class TokenCache(Generic[K]):
         # our lock, the same LRU as the verifier's token cache (see verify/verifier.py).
         self._entries: OrderedDict[K, _Entry] = OrderedDict()
         self._flight: SingleFlight[K, _Entry] = SingleFlight(pool_name=TOKENS)
-        self._counts = {name: 0 for name in ProviderStats._names()}
+        self._counts = {counter.name: 0 for counter in fields(ProviderStats)}
 
     @property
     def stats(self) -> ProviderStats:

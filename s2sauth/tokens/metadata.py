@@ -27,17 +27,11 @@ from .._http import DEFAULT_TIMEOUT, HTTPRequest, HTTPResponse, TransportError
 from .._retry import is_retryable_status
 from ._tokens import AccessToken, IDToken, id_token_expiry, safe_text
 
+# For users: the host and header. The request builders and reply parsers below serve
+# MetadataServerSource and its tests; they are importable, not a promise.
 __all__ = [
     "DEFAULT_HOST",
     "METADATA_FLAVOR",
-    "access_token_request",
-    "no_answer",
-    "identity_request",
-    "parse_access_token_response",
-    "parse_identity_response",
-    "parse_ping_response",
-    "normalize_host",
-    "ping_request",
     "resolve_host",
 ]
 

@@ -42,15 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .._errors import BadSignatureError, InvalidHeaderError, MalformedTokenError
 
+# For users: the limits and the key type. parse() and verify_signature() are the
+# verifier's steps, importable for tests, not a promise.
 __all__ = [
-    "MAX_JSON_DEPTH",
     "MAX_TOKEN_SIZE",
     "SIGNATURE_REMOVED",
     "SUPPORTED_ALGORITHMS",
-    "CompactJWS",
     "PublicKey",
-    "parse",
-    "verify_signature",
 ]
 
 #: Largest token accepted, in bytes. Google ID tokens are about 1 KB; 8 KiB leaves
