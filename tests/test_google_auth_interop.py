@@ -7,13 +7,10 @@ import datetime
 import json
 import os
 import socket
-import ssl
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from support import (
     IAM_PATH,
     PROXY_VARS,
     REFRESH_TOKEN,
+    CountingServer,
     FakeGoogle,
     Tls,
     ToFake,
@@ -317,34 +315,8 @@ def test_adc_impersonation_unreachable_is_retryable(
 ADC_FILE = "application_default_credentials.json"
 
 
-FLAVOR = {"Metadata-Flavor": "Google"}
-
-
 #: A loopback port nothing listens on (the discard port), as in conftest.
 DEAD = "127.0.0.1:9"
-
-
-@pytest.fixture
-def _no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run without proxies, CA bundles or gcloud settings from the outer environment."""
-    for name in (
-        *PROXY_VARS,
-        "CLOUDSDK_CONFIG",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GOOGLE_API_USE_CLIENT_CERTIFICATE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def fake_jwt(claims: Mapping[str, Any]) -> str:
-    """A JWT-shaped string with `claims` (the signature is junk: nobody here verifies it)."""
-    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    return f"{header}.{b64(json.dumps(dict(claims)).encode())}.{b64(b'signature')}"
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -353,102 +325,6 @@ def claims_of(token: str) -> dict[str, Any]:
         base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     )
     return claims
-
-
-Answer = tuple[int, Mapping[str, str], bytes]
-
-
-def metadata_answer(path: str) -> Answer:
-    """What a metadata server says to a ping or an identity call."""
-    if path == "/":
-        return 200, FLAVOR, b""
-    return 200, FLAVOR, fake_jwt({"aud": AUDIENCE, "exp": int(time.time()) + 3600}).encode()
-
-
-class CountingServer:
-    """An HTTP server on 127.0.0.1 that counts connections opened and closed by clients.
-
-    Args:
-        answer: the status, headers and body for a GET of a path.
-        protocol: ``HTTP/1.1`` keeps connections alive; ``HTTP/1.0`` closes after each
-            reply without saying ``Connection: close``, as old servers do.
-        tls: serve HTTPS with this context.
-        barrier: every request waits here before its answer, to hold requests together.
-    """
-
-    def __init__(
-        self,
-        answer: Callable[[str], Answer] = metadata_answer,
-        *,
-        protocol: str = "HTTP/1.1",
-        tls: ssl.SSLContext | None = None,
-        barrier: threading.Barrier | None = None,
-    ) -> None:
-        self.opened = 0
-        self.closed = 0
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = protocol
-            timeout = 10  # a connection a test forgot cannot hold a thread for ever
-
-            def setup(self) -> None:
-                super().setup()
-                with owner._lock:
-                    owner.opened += 1
-
-            def finish(self) -> None:
-                super().finish()
-                with owner._lock:
-                    owner.closed += 1
-
-            def do_GET(self) -> None:
-                if barrier is not None:
-                    barrier.wait(10)
-                status, headers, body = answer(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def counting() -> Iterator[Callable[..., CountingServer]]:
-    """Start CountingServers on demand; all are stopped after the test."""
-    started: list[CountingServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> CountingServer:
-        started.append(CountingServer(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """One throwaway certificate for every TLS server in this module."""
-    return throwaway_tls(tmp_path_factory.mktemp("tls"), [IAM_HOST, "127.0.0.1"])
 
 
 @pytest.fixture
@@ -493,7 +369,7 @@ class ScriptedCredentials(google.auth.credentials.Credentials):
 # -- UrllibRequest -------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_urllib_request_returns_status_headers_and_body(
     counting: Callable[..., CountingServer],
 ) -> None:
@@ -505,7 +381,7 @@ def test_urllib_request_returns_status_headers_and_body(
     assert response.data == b"made"
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_urllib_request_unreachable_is_a_google_auth_transport_error() -> None:
     """A refused connection is google-auth's TransportError naming the method and URL."""
     with pytest.raises(google.auth.exceptions.TransportError) as caught:
@@ -514,7 +390,7 @@ def test_urllib_request_unreachable_is_a_google_auth_transport_error() -> None:
     assert isinstance(caught.value.__cause__, OSError)
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_unreachable_token_endpoint_is_retryable(
     tmp_path: Path, emulator_key: rsa.RSAPrivateKey
 ) -> None:
@@ -533,7 +409,7 @@ def test_adc_unreachable_token_endpoint_is_retryable(
 # -- ADCSource: where the file is found ----------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_found_in_cloudsdk_config(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_key: Callable[[Path], Path]
 ) -> None:
@@ -546,7 +422,7 @@ def test_adc_found_in_cloudsdk_config(
     assert claims_of(token.value)["aud"] == AUDIENCE
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_found_in_home_gcloud_config(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_key: Callable[[Path], Path]
 ) -> None:
@@ -557,7 +433,7 @@ def test_adc_found_in_home_gcloud_config(
     assert claims_of(token.value)["email"] == CALLER
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_found_in_appdata_on_windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """On Windows the gcloud file is looked for in %APPDATA%/gcloud."""
     path = tmp_path / "gcloud" / ADC_FILE
@@ -573,7 +449,7 @@ def test_adc_found_in_appdata_on_windows(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert f"(found {path})" in caught.value.message
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_file_is_read_once(tmp_path: Path, write_key: Callable[[Path], Path]) -> None:
     """The ADC file is read at first use: ID and access tokens still come after it is removed."""
     path = write_key(tmp_path / "key.json")
@@ -587,7 +463,7 @@ def test_adc_file_is_read_once(tmp_path: Path, write_key: Callable[[Path], Path]
     assert source.fetch_access_token(["scope-a"]).value
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.parametrize("content", ["[]", '"key"', "null", "42"])
 def test_adc_file_not_a_json_object(tmp_path: Path, content: str) -> None:
     """A credentials file holding JSON that is not an object is a TokenFetchError naming it."""
@@ -605,7 +481,7 @@ def test_adc_file_not_a_json_object(tmp_path: Path, content: str) -> None:
 # -- ADCSource: credentials objects --------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_source_repr_names_credentials_never_secrets(tmp_path: Path) -> None:
     """repr names the file, the credentials class, or 'ADC'; never a token."""
     credentials = ScriptedCredentials("ya29.secret-token", None)
@@ -617,7 +493,7 @@ def test_adc_source_repr_names_credentials_never_secrets(tmp_path: Path) -> None
     assert repr(ADCSource()) == "ADCSource(credentials=ADC)"
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_credentials_object_that_mints_no_id_token() -> None:
     """ID-token credentials whose refresh leaves no token give a TokenFetchError."""
     credentials = ScriptedCredentials(None, None)
@@ -627,7 +503,7 @@ def test_adc_credentials_object_that_mints_no_id_token() -> None:
     assert credentials.audiences == [AUDIENCE]
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_access_token_from_credentials_object(
     emulator_key: rsa.RSAPrivateKey, fake_google: FakeGoogle
 ) -> None:
@@ -645,7 +521,7 @@ def test_adc_access_token_from_credentials_object(
     assert grant.body["scope"] == "scope-a scope-b"
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_empty_access_token_is_an_error(
     tmp_path: Path, write_key: Callable[[Path], Path], fake_google: FakeGoogle
 ) -> None:
@@ -658,7 +534,7 @@ def test_adc_empty_access_token_is_an_error(
     assert len(fake_google.seen) == 1
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_access_token_without_expiry_lives_five_minutes(fake_google: FakeGoogle) -> None:
     """A token endpoint that omits expires_in: the access token is assumed to last 300 s."""
     fake_google.expires_in = None
@@ -677,7 +553,7 @@ def test_adc_access_token_without_expiry_lives_five_minutes(fake_google: FakeGoo
     assert fake_google.seen[0].body["grant_type"] == "refresh_token"
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_expiry_with_a_time_zone_is_kept() -> None:
     """An aware expiry is read in its own zone; a naive one as UTC: both give the same instant."""
     instant = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
@@ -688,7 +564,7 @@ def test_adc_expiry_with_a_time_zone_is_kept() -> None:
     assert ADCSource(naive).fetch_access_token(["s"]).expires_at == instant
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_impersonated_credentials_object_mints_id_token(
     monkeypatch: pytest.MonkeyPatch, tls: Tls, fake_google: FakeGoogle
 ) -> None:
@@ -715,7 +591,7 @@ def test_adc_impersonated_credentials_object_mints_id_token(
     assert generate.body["includeEmail"] is True
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_user_credentials_object_cannot_mint_id_tokens() -> None:
     """A gcloud user credentials object is refused with what to do instead, before any call."""
     credentials = google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
@@ -733,7 +609,7 @@ def test_adc_user_credentials_object_cannot_mint_id_tokens() -> None:
     assert caught.value.retryable is False
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_adc_other_credentials_object_cannot_mint_id_tokens() -> None:
     """Credentials that cannot mint ID tokens are refused, naming their class and the options."""
     anonymous = google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]

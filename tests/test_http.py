@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import gc
-import json
 import socket
-import ssl
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
 
 import anyio
 import pytest
 from support import (
-    IAM_HOST,
-    PROXY_VARS,
+    CountingServer,
     Tls,
-    throwaway_tls,
     wait_for,
 )
 
@@ -36,132 +28,10 @@ from s2sauth._http import HTTPRequest, HTTPTransport, TransportError, wait_futur
 AUDIENCE = "https://callee-xyz.a.run.app"
 
 
-FLAVOR = {"Metadata-Flavor": "Google"}
-
-
-@pytest.fixture
-def _no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run without proxies, CA bundles or gcloud settings from the outer environment."""
-    for name in (
-        *PROXY_VARS,
-        "CLOUDSDK_CONFIG",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GOOGLE_API_USE_CLIENT_CERTIFICATE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def fake_jwt(claims: Mapping[str, Any]) -> str:
-    """A JWT-shaped string with `claims` (the signature is junk: nobody here verifies it)."""
-    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    return f"{header}.{b64(json.dumps(dict(claims)).encode())}.{b64(b'signature')}"
-
-
-Answer = tuple[int, Mapping[str, str], bytes]
-
-
-def metadata_answer(path: str) -> Answer:
-    """What a metadata server says to a ping or an identity call."""
-    if path == "/":
-        return 200, FLAVOR, b""
-    return 200, FLAVOR, fake_jwt({"aud": AUDIENCE, "exp": int(time.time()) + 3600}).encode()
-
-
-class CountingServer:
-    """An HTTP server on 127.0.0.1 that counts connections opened and closed by clients.
-
-    Args:
-        answer: the status, headers and body for a GET of a path.
-        protocol: ``HTTP/1.1`` keeps connections alive; ``HTTP/1.0`` closes after each
-            reply without saying ``Connection: close``, as old servers do.
-        tls: serve HTTPS with this context.
-        barrier: every request waits here before its answer, to hold requests together.
-    """
-
-    def __init__(
-        self,
-        answer: Callable[[str], Answer] = metadata_answer,
-        *,
-        protocol: str = "HTTP/1.1",
-        tls: ssl.SSLContext | None = None,
-        barrier: threading.Barrier | None = None,
-    ) -> None:
-        self.opened = 0
-        self.closed = 0
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = protocol
-            timeout = 10  # a connection a test forgot cannot hold a thread for ever
-
-            def setup(self) -> None:
-                super().setup()
-                with owner._lock:
-                    owner.opened += 1
-
-            def finish(self) -> None:
-                super().finish()
-                with owner._lock:
-                    owner.closed += 1
-
-            def do_GET(self) -> None:
-                if barrier is not None:
-                    barrier.wait(10)
-                status, headers, body = answer(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def counting() -> Iterator[Callable[..., CountingServer]]:
-    """Start CountingServers on demand; all are stopped after the test."""
-    started: list[CountingServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> CountingServer:
-        started.append(CountingServer(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """One throwaway certificate for every TLS server in this module."""
-    return throwaway_tls(tmp_path_factory.mktemp("tls"), [IAM_HOST, "127.0.0.1"])
-
-
 # -- HTTPTransport and wait_future ---------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/file", "http:///no-host", "127.0.0.1:80/x"])
 def test_transport_rejects_urls_it_cannot_send(url: str) -> None:
     """Anything but an http(s) URL with a host is a TransportError, not a connection attempt."""
@@ -171,7 +41,7 @@ def test_transport_rejects_urls_it_cannot_send(url: str) -> None:
     assert caught.value.timeout is False
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.parametrize(
     ("protocol", "headers"), [("HTTP/1.0", {}), ("HTTP/1.1", {"Connection": "close"})]
 )
@@ -189,7 +59,7 @@ def test_transport_reopens_connections_the_server_closes(
     transport.close()
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_transport_https_trusts_its_context_and_nothing_else(
     counting: Callable[..., CountingServer], tls: Tls
 ) -> None:
@@ -206,7 +76,7 @@ def test_transport_https_trusts_its_context_and_nothing_else(
     assert caught.value.timeout is False
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_transport_keeps_at_most_8_idle_connections_per_origin(
     counting: Callable[..., CountingServer],
 ) -> None:
@@ -229,7 +99,7 @@ def test_transport_keeps_at_most_8_idle_connections_per_origin(
     transport.close()
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.anyio
 async def test_wait_future_of_a_done_future(anyio_backend: str) -> None:
     """Awaiting a future that is already done gives its result, or raises its exception."""
@@ -242,7 +112,7 @@ async def test_wait_future_of_a_done_future(anyio_backend: str) -> None:
         await wait_future(failed)
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.anyio
 async def test_a_cancelled_wait_returns_at_once_and_the_work_goes_on(anyio_backend: str) -> None:
     """A task cancelled while it waits on shared work stops waiting then (under trio too);
@@ -262,7 +132,7 @@ async def test_a_cancelled_wait_returns_at_once_and_the_work_goes_on(anyio_backe
     assert await wait_future(future) == 7
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_a_cancelled_asyncio_wait_leaves_nothing_unretrieved() -> None:
     """When work fails after its only waiter was cancelled, asyncio reports nothing."""
 
@@ -288,7 +158,7 @@ def test_a_cancelled_asyncio_wait_leaves_nothing_unretrieved() -> None:
     assert asyncio.run(main()) == []
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_transport_does_not_pool_a_connection_the_server_closed() -> None:
     """After an HTTP/1.0 reply the next request opens one fresh connection, and a failure
     there is not retried as if a pooled socket had gone stale."""

@@ -6,24 +6,19 @@ import base64
 import dataclasses
 import json
 import logging
-import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 from support import (
-    IAM_HOST,
-    PROXY_VARS,
     Clock,
-    Tls,
-    throwaway_tls,
+    CountingServer,
+    metadata_answer,
     wait_for,
 )
 
@@ -680,124 +675,6 @@ async def test_threads_and_tasks_share_one_fetch(
 AUDIENCE = "https://callee-xyz.a.run.app"
 
 
-FLAVOR = {"Metadata-Flavor": "Google"}
-
-
-@pytest.fixture
-def _no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run without proxies, CA bundles or gcloud settings from the outer environment."""
-    for name in (
-        *PROXY_VARS,
-        "CLOUDSDK_CONFIG",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GOOGLE_API_USE_CLIENT_CERTIFICATE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def jwt_with_claims(claims: Mapping[str, Any]) -> str:
-    """A JWT-shaped string with `claims` (the signature is junk: nobody here verifies it)."""
-    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    return f"{header}.{b64(json.dumps(dict(claims)).encode())}.{b64(b'signature')}"
-
-
-Answer = tuple[int, Mapping[str, str], bytes]
-
-
-def metadata_answer(path: str) -> Answer:
-    """What a metadata server says to a ping or an identity call."""
-    if path == "/":
-        return 200, FLAVOR, b""
-    return 200, FLAVOR, jwt_with_claims({"aud": AUDIENCE, "exp": int(time.time()) + 3600}).encode()
-
-
-class CountingServer:
-    """An HTTP server on 127.0.0.1 that counts connections opened and closed by clients.
-
-    Args:
-        answer: the status, headers and body for a GET of a path.
-        protocol: ``HTTP/1.1`` keeps connections alive; ``HTTP/1.0`` closes after each
-            reply without saying ``Connection: close``, as old servers do.
-        tls: serve HTTPS with this context.
-        barrier: every request waits here before its answer, to hold requests together.
-    """
-
-    def __init__(
-        self,
-        answer: Callable[[str], Answer] = metadata_answer,
-        *,
-        protocol: str = "HTTP/1.1",
-        tls: ssl.SSLContext | None = None,
-        barrier: threading.Barrier | None = None,
-    ) -> None:
-        self.opened = 0
-        self.closed = 0
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = protocol
-            timeout = 10  # a connection a test forgot cannot hold a thread for ever
-
-            def setup(self) -> None:
-                super().setup()
-                with owner._lock:
-                    owner.opened += 1
-
-            def finish(self) -> None:
-                super().finish()
-                with owner._lock:
-                    owner.closed += 1
-
-            def do_GET(self) -> None:
-                if barrier is not None:
-                    barrier.wait(10)
-                status, headers, body = answer(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def counting() -> Iterator[Callable[..., CountingServer]]:
-    """Start CountingServers on demand; all are stopped after the test."""
-    started: list[CountingServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> CountingServer:
-        started.append(CountingServer(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """One throwaway certificate for every TLS server in this module."""
-    return throwaway_tls(tmp_path_factory.mktemp("tls"), [IAM_HOST, "127.0.0.1"])
-
-
 class Clocks:
     """A provider clock that reads differently on the test's thread and on any other
     (a flight's worker): how a clock that stepped back in between looks to the cache."""
@@ -849,7 +726,7 @@ class GatedPing:
 # -- MetadataServerSource ------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_metadata_source_repr_names_account_and_host() -> None:
     """repr shows the account and the host the next call goes to."""
     source = MetadataServerSource(" sa@p.iam.gserviceaccount.com ", host="10.0.0.1:8080")
@@ -858,7 +735,7 @@ def test_metadata_source_repr_names_account_and_host() -> None:
     )
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.parametrize("host", ["", "  ", "http://", "10.0.0.1/path", "http://a/b/"])
 def test_metadata_source_refuses_a_host_that_is_not_one(host: str) -> None:
     """A host that is empty or carries a path is a ConfigurationError, not a 10 s retry loop."""
@@ -866,14 +743,14 @@ def test_metadata_source_refuses_a_host_that_is_not_one(host: str) -> None:
         MetadataServerSource(host=host)
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_metadata_source_tidies_its_host_like_the_environment_variable() -> None:
     """A host given as a URL is used as host[:port], as GCE_METADATA_HOST would be."""
     source = MetadataServerSource(host=" http://10.0.0.1:8080/ ")
     assert repr(source) == "MetadataServerSource(account='default', host='10.0.0.1:8080')"
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_close_drops_idle_connections_of_its_own_transport_only(
     counting: Callable[..., CountingServer],
 ) -> None:
@@ -902,7 +779,7 @@ def test_close_drops_idle_connections_of_its_own_transport_only(
 # -- DefaultSource and the providers -------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_reprs_show_the_chosen_source_never_a_token(emulator: Emulator) -> None:
     """Provider and DefaultSource reprs show which source was chosen, and no token."""
     metadata = MetadataServerSource(host=emulator.host)
@@ -921,7 +798,7 @@ def test_reprs_show_the_chosen_source_never_a_token(emulator: Emulator) -> None:
         assert token not in text and access_token not in text
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_default_source_first_use_from_two_threads_pings_once() -> None:
     """A thread arriving while the first probe runs waits for it and uses its choice."""
     transport = GatedPing()
@@ -958,7 +835,7 @@ def test_default_source_first_use_from_two_threads_pings_once() -> None:
 # -- the token cache -----------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_stats_is_a_frozen_snapshot_of_the_four_counters() -> None:
     """ProviderStats is a frozen snapshot of four counters, like KeySetStats and VerifierStats."""
     provider = IDTokenProvider(Minting(time.time))
@@ -975,7 +852,7 @@ def test_stats_is_a_frozen_snapshot_of_the_four_counters() -> None:
         stats.fetches = 2  # type: ignore[misc]
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 @pytest.mark.anyio
 async def test_flight_reuses_a_token_usable_by_its_own_clock(anyio_backend: str) -> None:
     """A fetch that finds the cached token usable after all (the clock stepped back) reuses it."""
@@ -989,7 +866,7 @@ async def test_flight_reuses_a_token_usable_by_its_own_clock(anyio_backend: str)
     assert provider.stats.fetches == 1
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_background_refresh_of_a_fresh_token_fetches_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -1013,7 +890,7 @@ def test_background_refresh_of_a_fresh_token_fetches_nothing(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-@pytest.mark.usefixtures("_no_outer_settings")
+@pytest.mark.usefixtures("no_outer_settings")
 def test_token_already_expired_on_arrival_warns_and_is_not_cached(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
