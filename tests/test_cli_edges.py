@@ -36,7 +36,7 @@ from s2sauth._doctor import (
 )
 from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError
 from s2sauth.cli import build_parser, main
-from s2sauth.cli.demo import bind
+from s2sauth.cli._serve import bind
 from s2sauth.emulator import Emulator
 from s2sauth.tokens._tokens import IDToken
 from s2sauth.verify.keys import KeySet

@@ -13,7 +13,7 @@ from support import PROBED_ENVIRONMENT
 from s2sauth._doctor import Identity, Status, check_service_account, find_identity
 from s2sauth._http import HTTPTransport
 from s2sauth.cli import main
-from s2sauth.cli.demo import bind
+from s2sauth.cli._serve import bind
 from s2sauth.emulator import Emulator
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"

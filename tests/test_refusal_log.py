@@ -17,7 +17,7 @@ from support import Clock
 from s2sauth import AudienceMismatchError, CallerNotAllowedError, MalformedTokenError, Verifier
 from s2sauth._log import RefusalLog, at
 from s2sauth.asgi import IDTokenMiddleware
-from s2sauth.cli.demo import bind, serve_asgi
+from s2sauth.cli._serve import bind, serve_asgi
 from s2sauth.emulator import Emulator
 
 AUDIENCE = "http://127.0.0.1:8080"
