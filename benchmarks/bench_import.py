@@ -123,7 +123,7 @@ def _first_request_ms(emulator: Any, token: str, warm: bool) -> float:
     import uvicorn
 
     from s2sauth.asgi import IDTokenMiddleware
-    from s2sauth.cli.demo import bind
+    from s2sauth.cli._serve import bind
     from s2sauth.verify.verifier import Verifier
 
     verifier = Verifier(AUDIENCE, allowed_callers=[CALLER], certs_url=emulator.jwks_url)

@@ -7,7 +7,7 @@ Outbound, :class:`IDTokenProvider` fetches Google-signed ID tokens per audience
 ``s2sauth.asgi`` / ``s2sauth.wsgi`` / ``s2sauth.flask`` / ``s2sauth.fastapi``
 adapters put the resulting :class:`Caller` on the request.
 
-``import s2sauth`` needs only the core dependencies (google-auth, cachetools);
+``import s2sauth`` needs only the core dependency (google-auth);
 each adapter module imports its own framework.
 """
 

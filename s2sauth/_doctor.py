@@ -15,9 +15,9 @@ building on the last:
 4. **keys endpoint**: whether the verification keys answer, how many, for how long;
 5. **verification**: whether the minted token verifies against those keys.
 
-Probing for a metadata server is one short call; with no ``GCE_METADATA_HOST``
-it goes to the link-local address, never through DNS, so it is quick off Google
-Cloud too.
+Probing for a metadata server is one short call to the host s2sauth itself uses
+(``GCE_METADATA_HOST``, else ``metadata.google.internal``), so the doctor vouches
+only for the server the library will call.
 """
 
 from __future__ import annotations
@@ -33,26 +33,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ._drivers import run_sync
 from ._errors import S2SAuthError
 from ._http import HTTPRequest, HTTPTransport, Transport, TransportError
 from .tokens import metadata
 from .tokens._tokens import IDTokenSource, safe_text
-from .tokens.sources import ADCSource, MetadataServerSource
+from .tokens.sources import ADCSource, MetadataServerSource, gcloud_adc_path
 from .verify.keys import KeySet
 from .verify.verifier import CERTS_URL_ENV, GOOGLE_CERTS_URL, Verifier
 
+# What `s2sauth doctor` uses; the single checks are importable for tests.
 __all__ = [
-    "COMPUTE_DEFAULT_ACCOUNT",
     "DEFAULT_AUDIENCE",
     "Finding",
-    "Identity",
     "Status",
-    "check_keys",
-    "check_service_account",
     "diagnose",
-    "find_identity",
-    "mint_token",
 ]
 
 #: The audience ``s2sauth doctor`` mints a token for when none is given.
@@ -66,7 +60,6 @@ PROBE_TIMEOUT = 1.0
 
 # Without an override, probe the link-local address as google-auth does: no DNS
 # lookup of metadata.google.internal that could stall off Google Cloud.
-_METADATA_IP = "169.254.169.254"
 _ACCOUNT_PATH = "/computeMetadata/v1/instance/service-accounts/default/email"
 _PROJECT_PATH = "/computeMetadata/v1/project/project-id"
 _SHOWN_CLAIMS = ("iss", "aud", "azp", "email", "email_verified", "sub")
@@ -119,18 +112,19 @@ class Identity:
 
 
 def _metadata_host(environ: Mapping[str, str]) -> tuple[str, str]:
-    """The host to probe and how it was chosen."""
+    """The host to probe, the very one s2sauth's own calls use, and how it was chosen."""
+    host = metadata.resolve_host(environ)
     for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
         if environ.get(name):
-            return metadata.resolve_host(environ), f"set by {name}"
+            return host, f"set by {name}"
     if environ.get("GCE_METADATA_IP"):
         # google-auth only pings that address; its token requests, like s2sauth's, go to
         # GCE_METADATA_HOST. Probing it would vouch for a server the library never calls.
-        return _METADATA_IP, (
+        return host, (
             "the default address; GCE_METADATA_IP alone is not used for tokens, "
             "set GCE_METADATA_HOST too"
         )
-    return _METADATA_IP, "the default address"
+    return host, "the default address"
 
 
 def _metadata_get(transport: Transport, host: str, path: str) -> tuple[str | None, str | None]:
@@ -155,15 +149,7 @@ def _adc_path(environ: Mapping[str, str]) -> tuple[str | None, str]:
     path = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if path:
         return path, "GOOGLE_APPLICATION_CREDENTIALS"
-    config = environ.get("CLOUDSDK_CONFIG")
-    if not config:
-        if os.name == "nt":
-            config = os.path.join(environ.get("APPDATA", ""), "gcloud")
-        else:
-            config = os.path.join(
-                environ.get("HOME") or os.path.expanduser("~"), ".config", "gcloud"
-            )
-    path = os.path.join(config, "application_default_credentials.json")
+    path = gcloud_adc_path(environ)
     return (path, "gcloud") if os.path.isfile(path) else (None, "")
 
 
@@ -253,7 +239,7 @@ def find_identity(
     env = os.environ if environ is None else environ
     host, chosen_by = _metadata_host(env)
     try:
-        run_sync(metadata.ping_flow(host, timeout=PROBE_TIMEOUT), transport)
+        MetadataServerSource(host=host, transport=transport).ping(timeout=PROBE_TIMEOUT)
     except S2SAuthError as exc:
         absent = f"tried the metadata server ({chosen_by}): {exc.message}"
     else:

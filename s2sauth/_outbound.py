@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMappin
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from ._cloudrun import X_SERVERLESS_AUTHORIZATION
 from ._errors import ConfigurationError
 
 K = TypeVar("K", bound=Hashable)
@@ -38,8 +39,6 @@ K_contra = TypeVar("K_contra", contravariant=True)
 
 #: The standard header; Cloud Run checks it unless ``X-Serverless-Authorization`` is present.
 AUTHORIZATION = "Authorization"
-#: Cloud Run's own header, for services whose ``Authorization`` header is taken.
-X_SERVERLESS_AUTHORIZATION = "X-Serverless-Authorization"
 
 HeaderMode: TypeAlias = Literal["authorization", "x-serverless-authorization", "both"]
 #: Header mode -> the headers that carry the token (the same token in each).

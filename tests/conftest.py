@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import IAM_HOST, PROXY_VARS, CountingServer, Tls, throwaway_tls
 
 from s2sauth.emulator import Emulator
 
@@ -64,3 +66,36 @@ def emulator(emulator_key: rsa.RSAPrivateKey) -> Iterator[Emulator]:
         signing_key=emulator_key,
     ) as running:
         yield running
+
+
+@pytest.fixture
+def no_outer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run without proxies, CA bundles or gcloud settings from the outer environment."""
+    for name in (
+        *PROXY_VARS,
+        "CLOUDSDK_CONFIG",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GOOGLE_API_USE_CLIENT_CERTIFICATE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def counting() -> Iterator[Callable[..., CountingServer]]:
+    """Start CountingServers on demand; all are stopped after the test."""
+    started: list[CountingServer] = []
+
+    def start(*args: Any, **kwargs: Any) -> CountingServer:
+        started.append(CountingServer(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """One throwaway certificate for every TLS server of a module."""
+    return throwaway_tls(tmp_path_factory.mktemp("tls"), [IAM_HOST, "127.0.0.1"])

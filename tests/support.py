@@ -435,3 +435,100 @@ class ToFake(UrllibRequest):
             if url.startswith(f"{host}/"):
                 url = self.origin + url.removeprefix(host)
         return super().__call__(url, *args, **kwargs)
+
+
+# --- a counting HTTP server -------------------------------------------------------------------
+
+#: The header every genuine metadata server reply carries.
+FLAVOR = {"Metadata-Flavor": "Google"}
+#: The audience of the ID tokens :func:`metadata_answer` hands out.
+ANSWER_AUDIENCE = "https://callee-xyz.a.run.app"
+
+Answer = tuple[int, Mapping[str, str], bytes]
+
+
+def jwt_with_claims(claims: Mapping[str, Any]) -> str:
+    """A JWT-shaped string with `claims` (the signature is junk: nobody here verifies it)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps(dict(claims)).encode())}.{b64(b'signature')}"
+
+
+def metadata_answer(path: str) -> Answer:
+    """What a metadata server says to a ping or an identity call."""
+    if path == "/":
+        return 200, FLAVOR, b""
+    return (
+        200,
+        FLAVOR,
+        jwt_with_claims({"aud": ANSWER_AUDIENCE, "exp": int(time.time()) + 3600}).encode(),
+    )
+
+
+class CountingServer:
+    """An HTTP server on 127.0.0.1 that counts connections opened and closed by clients.
+
+    Args:
+        answer: the status, headers and body for a GET of a path.
+        protocol: ``HTTP/1.1`` keeps connections alive; ``HTTP/1.0`` closes after each
+            reply without saying ``Connection: close``, as old servers do.
+        tls: serve HTTPS with this context.
+        barrier: every request waits here before its answer, to hold requests together.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[str], Answer] = metadata_answer,
+        *,
+        protocol: str = "HTTP/1.1",
+        tls: ssl.SSLContext | None = None,
+        barrier: threading.Barrier | None = None,
+    ) -> None:
+        self.opened = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = protocol
+            timeout = 10  # a connection a test forgot cannot hold a thread for ever
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.opened += 1
+
+            def finish(self) -> None:
+                super().finish()
+                with owner._lock:
+                    owner.closed += 1
+
+            def do_GET(self) -> None:
+                if barrier is not None:
+                    barrier.wait(10)
+                status, headers, body = answer(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -48,7 +48,7 @@ from s2sauth._http import HTTPTransport
 from s2sauth.aiohttp import AccessTokenMiddleware, IDTokenMiddleware, id_token_middleware
 from s2sauth.cli import _demo_aiohttp as demo_aiohttp
 from s2sauth.cli._demo_aiohttp import serve_aiohttp
-from s2sauth.cli.demo import bind
+from s2sauth.cli._serve import bind
 from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
 from s2sauth.tokens.sources import MetadataServerSource

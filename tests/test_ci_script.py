@@ -15,3 +15,27 @@ def test_ci_script_never_removes_the_developers_venv() -> None:
     assert removals == ['"$venv"'] and "venv=.ci/.venv" in script
     assert not re.search(r"(?<![/\w])\.venv/bin", script)
     assert ".ci/.venv/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_the_readme_test_command_is_the_one_ci_runs() -> None:
+    """The README's Development command installs and tests exactly as .ci/run does, with
+    branch coverage enforced by a fail_under of at least 95 %."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    development = readme.partition("## Development")[2]
+    command = next(line for line in development.splitlines() if line.startswith("python3 -m venv"))
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # The script's commands, spelled as the README spells them.
+    spelled = (
+        script.replace('"$venv"', ".venv")
+        .replace('"$venv/bin/', ".venv/bin/")
+        .replace('" install', " install")
+        .replace('" -m', " -m")
+    )
+    assert readme.count(command) == 2  # the test command at the top is this one too
+    install, and_, test = command.partition(" && .venv/bin/python -m coverage run")
+    assert and_ and install in spelled
+    assert ".venv/bin/python -m coverage run" + test in spelled
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r"^branch = true$", pyproject, re.MULTILINE)
+    fail_under = re.search(r"^fail_under = (\d+)$", pyproject, re.MULTILINE)
+    assert fail_under is not None and int(fail_under.group(1)) >= 95

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from s2sauth.cli import _demo_aiohttp, _demo_django, main
-from s2sauth.cli.demo import CALLER, bind
+from s2sauth.cli._serve import bind
+from s2sauth.cli.demo import CALLER
 
 # A table row: client, target, caller, expected status, got, time, mark.
 ROW = re.compile(

@@ -27,7 +27,7 @@ from s2sauth._doctor import (
 )
 from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError
 from s2sauth.cli import main
-from s2sauth.cli.demo import bind
+from s2sauth.cli._serve import bind
 from s2sauth.emulator import Emulator
 from s2sauth.tokens._tokens import IDToken
 from s2sauth.verify.keys import KeySet
@@ -336,13 +336,14 @@ def test_doctor_does_not_probe_gce_metadata_ip(home: Path) -> None:
 
     environ = {"GCE_METADATA_IP": "127.0.0.1:9", "HOME": str(home)}
     finding = find_identity(environ, transport=unreachable)
-    assert [request.url for request in sent] == ["http://169.254.169.254/"]
+    assert [request.url for request in sent] == ["http://metadata.google.internal/"]
     assert isinstance(finding, Finding) and finding.status is Status.FAIL
     assert "set GCE_METADATA_HOST too" in finding.details[0]
 
 
-def test_doctor_probes_the_link_local_address_by_default(home: Path) -> None:
-    """With no override, the probe goes to 169.254.169.254 (no DNS), once, with a short timeout."""
+def test_doctor_probes_the_host_the_library_calls_by_default(home: Path) -> None:
+    """With no override, the probe goes where s2sauth's own calls go (metadata.google.internal),
+    once, with a short timeout."""
     sent: list[HTTPRequest] = []
 
     def unreachable(request: HTTPRequest) -> HTTPResponse:
@@ -350,7 +351,7 @@ def test_doctor_probes_the_link_local_address_by_default(home: Path) -> None:
         raise TransportError("connection refused")
 
     finding = find_identity({"HOME": str(home)}, transport=unreachable)
-    assert [request.url for request in sent] == ["http://169.254.169.254/"]
+    assert [request.url for request in sent] == ["http://metadata.google.internal/"]
     assert sent[0].timeout == 1.0
     assert isinstance(finding, Finding) and finding.status is Status.FAIL
     assert "no metadata server answers" in finding.summary

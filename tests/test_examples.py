@@ -23,7 +23,8 @@ import pytest
 
 from s2sauth._http import HTTPTransport
 from s2sauth.cli._demo_aiohttp import serve_aiohttp
-from s2sauth.cli.demo import CALLER, STRANGER, bind, serve_asgi, serve_wsgi
+from s2sauth.cli._serve import bind, serve_asgi, serve_wsgi
+from s2sauth.cli.demo import CALLER, STRANGER
 from s2sauth.emulator import Emulator
 from s2sauth.grpc import secure_channel
 from s2sauth.httpx import IDTokenAuth

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import pytest
 
@@ -69,3 +72,35 @@ def test_adapter_without_its_framework_names_the_extra(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert f"s2sauth[{extra}]" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("s2sauth.tokens.metadata", ["DEFAULT_HOST", "METADATA_FLAVOR", "resolve_host"]),
+        ("s2sauth.verify.claims", ["MAX_LIFETIME", "ClaimRules", "validate"]),
+        (
+            "s2sauth.verify.jws",
+            ["MAX_TOKEN_SIZE", "SIGNATURE_REMOVED", "SUPPORTED_ALGORITHMS", "PublicKey"],
+        ),
+        ("s2sauth._doctor", ["DEFAULT_AUDIENCE", "Finding", "Status", "diagnose"]),
+    ],
+)
+def test_core_modules_export_only_what_users_need(module: str, names: list[str]) -> None:
+    """The cores' helper modules advertise a small surface; their parts stay unexported."""
+    imported = importlib.import_module(module)
+    assert imported.__all__ == names
+    for name in names:
+        assert hasattr(imported, name), name
+
+
+def test_the_stats_classes_share_one_shape() -> None:
+    """Provider, key set and verifier stats are all frozen dataclasses, none a Mapping."""
+    from s2sauth.tokens.provider import ProviderStats
+    from s2sauth.verify.keys import KeySetStats
+    from s2sauth.verify.verifier import VerifierStats
+
+    for kind in (ProviderStats, KeySetStats, VerifierStats):
+        assert dataclasses.is_dataclass(kind), kind
+        assert kind.__dataclass_params__.frozen, kind  # type: ignore[attr-defined]
+        assert not issubclass(kind, Mapping), kind

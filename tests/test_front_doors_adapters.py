@@ -20,7 +20,7 @@ from django_site.testing import django_server
 from s2sauth import Verifier
 from s2sauth._http import HTTPTransport
 from s2sauth.cli._demo_aiohttp import serve_aiohttp
-from s2sauth.cli.demo import bind
+from s2sauth.cli._serve import bind
 from s2sauth.emulator import Emulator
 from s2sauth.iap import IAPVerifier
 from s2sauth.verify.audience import PushAudience

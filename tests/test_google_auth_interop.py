@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
+import os
 import socket
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import google.auth.credentials
+import google.auth.exceptions
 import google.auth.transport.requests
+import google.oauth2.credentials
 import google.oauth2.id_token
 import google.oauth2.service_account
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.auth import jwt
+from google.auth import impersonated_credentials, jwt
 from support import (
     IAM_HOST,
     IAM_PATH,
     PROXY_VARS,
     REFRESH_TOKEN,
+    CountingServer,
     FakeGoogle,
+    Tls,
     ToFake,
     service_account_info,
     throwaway_tls,
@@ -29,7 +39,11 @@ from support import (
 from s2sauth import TokenFetchError
 from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import AccessTokenProvider, IDTokenProvider
-from s2sauth.tokens.sources import ADCSource, MetadataServerSource
+from s2sauth.tokens.sources import (
+    ADCSource,
+    MetadataServerSource,
+    UrllibRequest,
+)
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 AUDIENCE = "https://callee-xyz.a.run.app"
@@ -293,3 +307,314 @@ def test_adc_impersonation_unreachable_is_retryable(
         source.fetch_id_token(AUDIENCE)
     assert caught.value.retryable is True
     assert [seen.path for seen in impersonation.oauth.seen] == ["/token"]
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+ADC_FILE = "application_default_credentials.json"
+
+
+#: A loopback port nothing listens on (the discard port), as in conftest.
+DEAD = "127.0.0.1:9"
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+@pytest.fixture
+def fake_google(emulator_key: rsa.RSAPrivateKey, tls: Tls) -> Iterator[FakeGoogle]:
+    """The fake token endpoint and IAM proxy, stopped after the test."""
+    with FakeGoogle(emulator_key, tls=tls.server, access_token="ya29.fake-access") as fake:
+        yield fake
+
+
+@pytest.fixture
+def write_key(emulator_key: rsa.RSAPrivateKey, fake_google: FakeGoogle) -> Callable[[Path], Path]:
+    """Write a service-account key file that gets its tokens from the fake Google."""
+
+    def write(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(service_account_info(emulator_key, CALLER, fake_google.token_uri))
+        )
+        return path
+
+    return write
+
+
+class ScriptedCredentials(google.auth.credentials.Credentials):
+    """Third-party credentials whose refresh sets a fixed token and expiry."""
+
+    def __init__(self, token: str | None, expiry: datetime.datetime | None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.next_token = token
+        self.next_expiry = expiry
+        self.audiences: list[str] = []
+
+    def refresh(self, request: Any) -> None:
+        self.token = self.next_token
+        self.expiry = self.next_expiry
+
+    def with_target_audience(self, audience: str) -> ScriptedCredentials:
+        self.audiences.append(audience)
+        return self
+
+
+# -- UrllibRequest -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_urllib_request_returns_status_headers_and_body(
+    counting: Callable[..., CountingServer],
+) -> None:
+    """The ADC transport hands google-auth the reply's status, headers and body."""
+    server = counting(lambda path: (201, {"X-Probe": path}, b"made"))
+    response = UrllibRequest()(f"http://{server.host}/thing")
+    assert response.status == 201
+    assert response.headers["X-Probe"] == "/thing"
+    assert response.data == b"made"
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_urllib_request_unreachable_is_a_google_auth_transport_error() -> None:
+    """A refused connection is google-auth's TransportError naming the method and URL."""
+    with pytest.raises(google.auth.exceptions.TransportError) as caught:
+        UrllibRequest(timeout=2)(f"http://{DEAD}/token", method="POST", body=b"x=1")
+    assert str(caught.value).startswith(f"POST http://{DEAD}/token failed: ")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_unreachable_token_endpoint_is_retryable(
+    tmp_path: Path, emulator_key: rsa.RSAPrivateKey
+) -> None:
+    """A key file whose token endpoint refuses connections is a retryable TokenFetchError."""
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(service_account_info(emulator_key, CALLER, f"http://{DEAD}/token")))
+    with pytest.raises(TokenFetchError) as caught:
+        ADCSource(path).fetch_id_token(AUDIENCE)
+    assert caught.value.retryable is True
+    assert caught.value.message.startswith(
+        "Application Default Credentials could not mint an ID token: "
+    )
+    assert f"http://{DEAD}/token failed" in caught.value.message
+
+
+# -- ADCSource: where the file is found ----------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_found_in_cloudsdk_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_key: Callable[[Path], Path]
+) -> None:
+    """Without GOOGLE_APPLICATION_CREDENTIALS, gcloud's file under CLOUDSDK_CONFIG is used."""
+    config = tmp_path / "gcloud-config"
+    write_key(config / ADC_FILE)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(config))
+    token = ADCSource().fetch_id_token(AUDIENCE)
+    assert claims_of(token.value)["email"] == CALLER
+    assert claims_of(token.value)["aud"] == AUDIENCE
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_found_in_home_gcloud_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_key: Callable[[Path], Path]
+) -> None:
+    """Without CLOUDSDK_CONFIG, the file is looked for in ~/.config/gcloud."""
+    write_key(tmp_path / ".config" / "gcloud" / ADC_FILE)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = ADCSource().fetch_id_token(AUDIENCE)
+    assert claims_of(token.value)["email"] == CALLER
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_found_in_appdata_on_windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On Windows the gcloud file is looked for in %APPDATA%/gcloud."""
+    path = tmp_path / "gcloud" / ADC_FILE
+    path.parent.mkdir()
+    path.write_text(json.dumps({"type": "authorized_user", "refresh_token": "r"}))
+    monkeypatch.setenv("APPDATA", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    source = ADCSource()
+    with monkeypatch.context() as windows, pytest.raises(TokenFetchError) as caught:
+        windows.setattr(os, "name", "nt")
+        source.fetch_id_token(AUDIENCE)
+    # User credentials are refused, naming the file that was found.
+    assert f"(found {path})" in caught.value.message
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_file_is_read_once(tmp_path: Path, write_key: Callable[[Path], Path]) -> None:
+    """The ADC file is read at first use: ID and access tokens still come after it is removed."""
+    path = write_key(tmp_path / "key.json")
+    source = ADCSource(path)
+    first = source.fetch_id_token(AUDIENCE)
+    path.unlink()
+    second = source.fetch_id_token("https://other.example")
+    assert claims_of(first.value)["aud"] == AUDIENCE
+    assert claims_of(second.value)["aud"] == "https://other.example"
+    # Access tokens use the same contents (so the same key after a rotation), not a re-read.
+    assert source.fetch_access_token(["scope-a"]).value
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+@pytest.mark.parametrize("content", ["[]", '"key"', "null", "42"])
+def test_adc_file_not_a_json_object(tmp_path: Path, content: str) -> None:
+    """A credentials file holding JSON that is not an object is a TokenFetchError naming it."""
+    path = tmp_path / "adc.json"
+    path.write_text(content)
+    for fetch in (
+        lambda: ADCSource(path).fetch_id_token(AUDIENCE),
+        lambda: ADCSource(path).fetch_access_token(["scope-a"]),
+    ):
+        with pytest.raises(TokenFetchError) as caught:
+            fetch()
+        assert caught.value.message == f"{path} is not a JSON credentials object"
+
+
+# -- ADCSource: credentials objects --------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_source_repr_names_credentials_never_secrets(tmp_path: Path) -> None:
+    """repr names the file, the credentials class, or 'ADC'; never a token."""
+    credentials = ScriptedCredentials("ya29.secret-token", None)
+    source = ADCSource(credentials)
+    source.fetch_access_token(["scope-a"])
+    assert repr(source) == "ADCSource(credentials=ScriptedCredentials)"
+    path = tmp_path / "key.json"
+    assert repr(ADCSource(path)) == f"ADCSource(credentials={str(path)!r})"
+    assert repr(ADCSource()) == "ADCSource(credentials=ADC)"
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_credentials_object_that_mints_no_id_token() -> None:
+    """ID-token credentials whose refresh leaves no token give a TokenFetchError."""
+    credentials = ScriptedCredentials(None, None)
+    with pytest.raises(TokenFetchError) as caught:
+        ADCSource(credentials).fetch_id_token(AUDIENCE)
+    assert caught.value.message == "Application Default Credentials returned no ID token"
+    assert credentials.audiences == [AUDIENCE]
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_access_token_from_credentials_object(
+    emulator_key: rsa.RSAPrivateKey, fake_google: FakeGoogle
+) -> None:
+    """A service-account credentials object mints access tokens with the scopes asked for."""
+    credentials = google.oauth2.service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+        service_account_info(emulator_key, CALLER, fake_google.token_uri)
+    )
+    before = time.time()
+    token = ADCSource(credentials).fetch_access_token(["scope-a", "scope-b"])
+    after = time.time()
+    assert token.value == "ya29.fake-access"
+    # google-auth keeps a naive UTC expiry; it is read as UTC, not local time.
+    assert before + 3599 - 1 <= token.expires_at <= after + 3599 + 1
+    (grant,) = fake_google.seen
+    assert grant.body["scope"] == "scope-a scope-b"
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_empty_access_token_is_an_error(
+    tmp_path: Path, write_key: Callable[[Path], Path], fake_google: FakeGoogle
+) -> None:
+    """A token endpoint answering an empty access_token gives a TokenFetchError, not ''."""
+    fake_google.access_token = ""
+    source = ADCSource(write_key(tmp_path / "key.json"))
+    with pytest.raises(TokenFetchError) as caught:
+        source.fetch_access_token(["scope-a"])
+    assert caught.value.message == "Application Default Credentials returned no access token"
+    assert len(fake_google.seen) == 1
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_access_token_without_expiry_lives_five_minutes(fake_google: FakeGoogle) -> None:
+    """A token endpoint that omits expires_in: the access token is assumed to last 300 s."""
+    fake_google.expires_in = None
+    credentials = google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
+        None,
+        refresh_token=REFRESH_TOKEN,
+        token_uri=fake_google.token_uri,
+        client_id="client-id",
+        client_secret="client-secret",
+    )
+    before = time.time()
+    token = ADCSource(credentials).fetch_access_token(["scope-a"])
+    after = time.time()
+    assert token.value == "ya29.fake-access"
+    assert before + 300 <= token.expires_at <= after + 300
+    assert fake_google.seen[0].body["grant_type"] == "refresh_token"
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_expiry_with_a_time_zone_is_kept() -> None:
+    """An aware expiry is read in its own zone; a naive one as UTC: both give the same instant."""
+    instant = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+    plus_two = datetime.timezone(datetime.timedelta(hours=2))
+    aware = ScriptedCredentials("ya29.aware", datetime.datetime(2030, 1, 1, 2, tzinfo=plus_two))
+    naive = ScriptedCredentials("ya29.naive", datetime.datetime(2030, 1, 1))
+    assert ADCSource(aware).fetch_access_token(["s"]).expires_at == instant
+    assert ADCSource(naive).fetch_access_token(["s"]).expires_at == instant
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_impersonated_credentials_object_mints_id_token(
+    monkeypatch: pytest.MonkeyPatch, tls: Tls, fake_google: FakeGoogle
+) -> None:
+    """Impersonated credentials handed in mint the target's ID token through generateIdToken."""
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, fake_google.origin)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.ca))
+    fake_google.issued.append("ya29.caller-token")  # as if the fake had handed it out earlier
+    caller = google.oauth2.credentials.Credentials("ya29.caller-token")  # type: ignore[no-untyped-call]
+    credentials = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=caller,
+        target_principal=TARGET,
+        target_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+    )
+    token = ADCSource(credentials).fetch_id_token(AUDIENCE)
+    claims = claims_of(token.value)
+    assert claims["email"] == TARGET and claims["aud"] == AUDIENCE
+    assert token.expires_at == claims["exp"]
+    assert fake_google.tunnels == [f"{IAM_HOST}:443"]
+    (generate,) = fake_google.seen
+    assert generate.path == f"/v1/projects/-/serviceAccounts/{TARGET}:generateIdToken"
+    assert generate.authorization == "Bearer ya29.caller-token"
+    assert generate.body["audience"] == AUDIENCE
+    assert generate.body["includeEmail"] is True
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_user_credentials_object_cannot_mint_id_tokens() -> None:
+    """A gcloud user credentials object is refused with what to do instead, before any call."""
+    credentials = google.oauth2.credentials.Credentials(  # type: ignore[no-untyped-call]
+        None,
+        refresh_token="1//fake-refresh-token",
+        token_uri=f"http://{DEAD}/token",
+        client_id="client-id",
+        client_secret="client-secret",
+    )
+    with pytest.raises(TokenFetchError) as caught:
+        ADCSource(credentials).fetch_id_token(AUDIENCE)
+    assert "--impersonate-service-account" in caught.value.message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in caught.value.message
+    assert "1//fake-refresh-token" not in caught.value.message
+    assert caught.value.retryable is False
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_adc_other_credentials_object_cannot_mint_id_tokens() -> None:
+    """Credentials that cannot mint ID tokens are refused, naming their class and the options."""
+    anonymous = google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+    with pytest.raises(TokenFetchError) as caught:
+        ADCSource(anonymous).fetch_id_token(AUDIENCE)
+    message = caught.value.message
+    assert message.startswith("AnonymousCredentials cannot mint ID tokens: ")
+    assert "IDTokenCredentials" in message and "impersonated" in message and "key file" in message

@@ -30,7 +30,7 @@ from support import throwaway_tls, wait_for
 import s2sauth.grpc
 import s2sauth.grpc.aio
 from s2sauth import ConfigurationError, IDTokenProvider, MetadataServerSource, Verifier
-from s2sauth._http import HTTPTransport
+from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, Transport
 from s2sauth.emulator import Emulator
 from s2sauth.grpc import current_caller
 from s2sauth.verify.policy import Rule
@@ -234,14 +234,18 @@ def serve(kind: str, emulator: Emulator, transport: HTTPTransport) -> Iterator[S
     with contextlib.ExitStack() as stack:
 
         def start(
-            *, certs_url: str | None = None, allowed: tuple[str, ...] = (CALLER, OPS), **kw: Any
+            *,
+            certs_url: str | None = None,
+            allowed: tuple[str, ...] = (CALLER, OPS),
+            keys_transport: Transport | None = None,
+            **kw: Any,
         ) -> Service:
             port = _free_port()
             verifier = Verifier(
                 f"https://localhost:{port}",
                 allowed_callers=list(allowed),
                 certs_url=certs_url or emulator.jwks_url,
-                transport=transport,
+                transport=keys_transport or transport,
             )
             module: Any = s2sauth.grpc if kind == "sync" else s2sauth.grpc.aio
             interceptor = module.IDTokenInterceptor(verifier=verifier, **kw)
@@ -510,23 +514,28 @@ def test_rejections_are_logged_once_without_the_token(
 
 
 def test_a_key_fetch_does_not_stall_other_calls(
-    serve: Serve, emulator: Emulator, providers: dict[str, IDTokenProvider]
+    serve: Serve, transport: HTTPTransport, providers: dict[str, IDTokenProvider]
 ) -> None:
     """While one call waits for slow keys, the server answers another (health) first."""
-    service = serve()
+    fetching, release = threading.Event(), threading.Event()
+
+    def slow_keys(request: HTTPRequest) -> HTTPResponse:
+        fetching.set()
+        release.wait(TIMEOUT)
+        return transport(request)
+
+    service = serve(keys_transport=slow_keys)
     with service.channel(providers[CALLER]) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         stub.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)  # connected, token cached
-        before = emulator.counters["jwks"]
-        emulator.inject("certs", delay=2.0)
         try:
             slow = channel.unary_unary("/test.Echo/Who").future(b"", timeout=TIMEOUT)
-            wait_for(lambda: emulator.counters["jwks"] > before)
+            assert fetching.wait(TIMEOUT)
             stub.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
             assert not slow.done()  # the health check got through while the keys were coming
-            assert slow.result().decode() == CALLER
         finally:
-            emulator.clear_faults()
+            release.set()
+        assert slow.result().decode() == CALLER
 
 
 def test_tls_channel_default_audience(

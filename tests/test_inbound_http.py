@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
+from support import Clock
 
 from s2sauth._errors import (
     AudienceMismatchError,
@@ -20,7 +23,9 @@ from s2sauth._errors import (
     MalformedTokenError,
     MissingTokenError,
     S2SAuthError,
+    SignatureRemovedError,
 )
+from s2sauth.emulator import Emulator
 from s2sauth.verify.caller import Caller
 from s2sauth.verify.http import (
     EXEMPT,
@@ -31,6 +36,8 @@ from s2sauth.verify.http import (
     parse_bearer,
 )
 from s2sauth.verify.policy import CallerPolicy, Rule
+from s2sauth.verify.verifier import Verifier
+from s2sauth.wsgi import IDTokenMiddleware
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 OPS = "ops@demo-project.iam.gserviceaccount.com"
@@ -365,3 +372,100 @@ class TestAsync:
         with pytest.raises(InvalidTokenError) as caught:
             await g.aauthenticate([f"Bearer {TOKEN}"], policy=None)
         assert type(caught.value) is InvalidTokenError
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+AUDIENCE = "https://svc-abc-uc.a.run.app"
+
+
+STRANGER = "stranger@other-project.iam.gserviceaccount.com"
+
+
+SA = "caller@proj-one.iam.gserviceaccount.com"
+
+
+def strip_signature(token: str) -> str:
+    return token.rsplit(".", 1)[0] + ".SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A fresh injected clock at T0."""
+    return Clock()
+
+
+@pytest.fixture
+def real_clock() -> Clock:
+    """An injected clock starting at the real time (the emulator mints real-time tokens)."""
+    return Clock(time.time())
+
+
+@pytest.fixture
+def make_verifier(emulator: Emulator, real_clock: Clock) -> Iterator[Callable[..., Verifier]]:
+    """Build verifiers against the emulator's JWKS; their connections close at teardown."""
+    made: list[Verifier] = []
+
+    def make(**options: Any) -> Verifier:
+        options.setdefault("allowed_callers", [CALLER])
+        options.setdefault("certs_url", emulator.jwks_url)
+        options.setdefault("clock", real_clock)
+        verifier = Verifier(AUDIENCE, **options)
+        made.append(verifier)
+        return verifier
+
+    yield make
+    for verifier in made:
+        verifier.close()
+
+
+# -- token location and adapters -----------------------------------------------------------
+
+
+def test_both_headers_stripped_takes_the_serverless_token(
+    emulator: Emulator, make_verifier: Callable[..., Verifier]
+) -> None:
+    """With both headers' signatures removed, the X-Serverless-Authorization token is the one
+    verified: accepted only under trust_cloud_run_iam, else a 401 signature_removed."""
+    serverless = strip_signature(emulator.mint(AUDIENCE, account=CALLER))
+    authorization = strip_signature(emulator.mint(AUDIENCE, account=STRANGER))
+    assert find_token([f"Bearer {authorization}"], [f"Bearer {serverless}"]) == serverless
+    trusting = Gate(make_verifier(trust_cloud_run_iam=True))
+    caller = trusting.authenticate(
+        [f"Bearer {authorization}"], [f"Bearer {serverless}"], policy=trusting.default
+    )
+    assert caller.email == CALLER
+    assert emulator.counters["jwks"] == 0
+    strict = Gate(make_verifier())
+    with pytest.raises(SignatureRemovedError) as caught:
+        strict.authenticate(
+            [f"Bearer {authorization}"], [f"Bearer {serverless}"], policy=strict.default
+        )
+    answer = denial(caught.value)
+    assert (answer.status, answer.payload["reason"]) == (401, "signature_removed")
+
+
+def test_wsgi_path_outside_latin_1_is_routed_as_given() -> None:
+    """A PATH_INFO that is not latin-1 (a non-PEP 3333 server) is routed as it stands:
+    exempt when listed, else refused with a 401, never a 500."""
+    reached: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        reached.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    middleware = IDTokenMiddleware(
+        app, verifier=Verifier(AUDIENCE, allowed_callers=[SA]), exempt=["/健康"]
+    )
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    assert middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/健康"}, start_response) == [b"ok"]
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/秘密"}, start_response)
+    assert statuses == ["200 OK", "401 Unauthorized"]
+    assert reached == ["/健康"]
+    assert json.loads(b"".join(body))["reason"] == "missing_token"

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from s2sauth._errors import BadSignatureError, InvalidHeaderError, MalformedTokenError
+from s2sauth.emulator import Emulator
 from s2sauth.verify import jws
 
 KID = "key-1"
@@ -102,7 +103,10 @@ def test_typ_may_be_absent(rsa_key: rsa.RSAPrivateKey) -> None:
 
 def test_token_at_the_size_cap_is_accepted(rsa_key: rsa.RSAPrivateKey) -> None:
     """A token of at most MAX_TOKEN_SIZE bytes parses."""
-    filler = 0
+    # Each 3 payload bytes add 4 characters: start a few bytes short of the cap, not at 0.
+    empty = len(sign(rsa_key, payload={"x": ""}))
+    filler = max(0, (jws.MAX_TOKEN_SIZE - empty) * 3 // 4 - 8)
+    assert len(sign(rsa_key, payload={"x": "a" * filler})) <= jws.MAX_TOKEN_SIZE
     while True:
         candidate = sign(rsa_key, payload={"x": "a" * (filler + 1)})
         if len(candidate) > jws.MAX_TOKEN_SIZE:
@@ -469,3 +473,26 @@ def test_signature_has_one_length(rsa_key: rsa.RSAPrivateKey) -> None:
     jws.verify_signature(jws.parse(token), key)
     with pytest.raises(BadSignatureError):
         jws.verify_signature(with_signature(token, _signature(token)[1:]), key)
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+AUDIENCE = "https://svc-abc-uc.a.run.app"
+
+
+# -- jws -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["HS256", "none", "PS256"])
+def test_hand_built_jws_with_an_unsupported_alg_is_refused(
+    emulator: Emulator, emulator_key: rsa.RSAPrivateKey, alg: str
+) -> None:
+    """verify_signature refuses a hand-built CompactJWS whose alg parse() would never admit."""
+    parsed = jws.parse(emulator.mint(AUDIENCE))
+    forged = jws.CompactJWS(
+        alg, parsed.kid, parsed.payload, parsed.signing_input, parsed.signature, False
+    )
+    with pytest.raises(InvalidHeaderError, match=f"alg '{alg}' is not supported") as caught:
+        jws.verify_signature(forged, emulator_key.public_key())
+    assert caught.value.reason == "invalid_header"

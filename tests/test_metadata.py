@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from s2sauth._errors import TokenFetchError
-from s2sauth._http import HTTPResponse, TransportError
+from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
+from s2sauth._retry import is_retryable_status
 from s2sauth.tokens import metadata
 from s2sauth.tokens._tokens import AccessToken, IDToken, safe_text
 
@@ -114,15 +115,11 @@ def test_resolve_host_reads_environment_at_call(monkeypatch: pytest.MonkeyPatch)
 # --- identity replies --------------------------------------------------------
 
 
-def test_identity_flow_returns_token_with_its_own_expiry() -> None:
+def test_identity_reply_gives_token_with_its_own_expiry() -> None:
     """A genuine 200 with a JWT gives an IDToken whose expiry is the token's exp."""
     token = fake_jwt({"aud": "a", "exp": 1_700_003_600, "email": "x@y"})
-    flow = metadata.identity_flow(HOST, "a")
-    request = next(flow)
-    assert "/identity?" in request.url
-    with pytest.raises(StopIteration) as stop:
-        flow.send(reply(200, token))
-    result = stop.value.value
+    assert "/identity?" in metadata.identity_request(HOST, "a").url
+    result = metadata.parse_identity_response(reply(200, token), host=HOST)
     assert result == IDToken(token, 1_700_003_600.0)
     assert token not in repr(result)
 
@@ -198,7 +195,7 @@ def test_other_4xx_fail_at_once(status: int) -> None:
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_retryable_statuses(status: int) -> None:
     """408, 429 and 5xx are retryable, with or without the flavor header."""
-    assert metadata.is_retryable_status(status)
+    assert is_retryable_status(status)
     for headers in (FLAVOR, {}):
         with pytest.raises(TokenFetchError) as info:
             metadata.parse_identity_response(reply(status, "busy", headers), host=HOST)
@@ -209,7 +206,7 @@ def test_retryable_statuses(status: int) -> None:
 @pytest.mark.parametrize("status", [200, 301, 400, 404, 407])
 def test_non_retryable_statuses(status: int) -> None:
     """Success, redirects and ordinary client errors are not retryable statuses."""
-    assert not metadata.is_retryable_status(status)
+    assert not is_retryable_status(status)
 
 
 def test_error_text_never_carries_a_token() -> None:
@@ -231,26 +228,21 @@ def test_safe_text_trims() -> None:
 
 
 def test_transport_error_is_retryable() -> None:
-    """A connection failure thrown into the flow becomes a retryable TokenFetchError."""
-    flow = metadata.identity_flow(HOST, "a")
-    next(flow)
-    with pytest.raises(TokenFetchError, match="no answer from the metadata server") as info:
-        flow.throw(TransportError("connection refused"))
-    assert info.value.retryable
-    assert info.value.status is None
+    """A request that got no reply becomes a retryable TokenFetchError."""
+    error = metadata.no_answer(TransportError("connection refused"), HOST)
+    assert error.message.startswith("no answer from the metadata server")
+    assert error.retryable
+    assert error.status is None
 
 
 # --- access tokens ------------------------------------------------------------
 
 
-def test_access_token_flow_good() -> None:
+def test_access_token_reply_good() -> None:
     """A JSON token reply gives an AccessToken expiring expires_in after now."""
-    flow = metadata.access_token_flow(HOST, ["s"], now=1000.0)
-    assert "/token?" in next(flow).url
+    assert "/token?" in metadata.access_token_request(HOST, ["s"]).url
     body = json.dumps({"access_token": "ya29.secret", "expires_in": 3599, "token_type": "Bearer"})
-    with pytest.raises(StopIteration) as stop:
-        flow.send(reply(200, body))
-    result = stop.value.value
+    result = metadata.parse_access_token_response(reply(200, body), host=HOST, now=1000.0)
     assert result == AccessToken("ya29.secret", 4599.0)
     assert "ya29.secret" not in repr(result)
 
@@ -287,54 +279,35 @@ def test_access_token_missing_flavor() -> None:
 
 def test_ping_accepts_any_genuine_reply() -> None:
     """Any reply with the flavor header means a metadata server is there."""
+    assert metadata.ping_request(HOST).url == f"http://{HOST}/"
     for status in (200, 404, 503):
-        flow = metadata.ping_flow(HOST)
-        next(flow)
-        with pytest.raises(StopIteration):
-            flow.send(reply(status, "ok"))
+        assert metadata.parse_ping_response(reply(status, "ok"), host=HOST) is None
 
 
 def test_ping_rejects_other_servers_and_silence() -> None:
     """A reply without the flavor header, or no connection, means no metadata server."""
-    flow = metadata.ping_flow(HOST)
-    next(flow)
-    with pytest.raises(TokenFetchError, match="not a metadata server"):
-        flow.send(reply(200, "<html>", {}))
-    flow = metadata.ping_flow(HOST)
-    next(flow)
-    with pytest.raises(TokenFetchError, match="no answer"):
-        flow.throw(TransportError("timed out", timeout=True))
+    with pytest.raises(TokenFetchError, match="not a metadata server") as info:
+        metadata.parse_ping_response(reply(200, "<html>", {}), host=HOST)
+    assert info.value.retryable
+    silence = metadata.no_answer(TransportError("timed out", timeout=True), HOST)
+    assert "no answer" in silence.message and silence.retryable
 
 
-# --- backoff ------------------------------------------------------------------
+def test_the_doctor_probes_the_host_the_library_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no override, the doctor pings metadata.google.internal, as MetadataServerSource
+    does, not an address of its own (issue "Code health": it used to ask 169.254.169.254)."""
+    from s2sauth._doctor import find_identity
+    from s2sauth.tokens.sources import MetadataServerSource
 
+    sent: list[str] = []
 
-def test_backoff_doubles_with_full_jitter_up_to_the_cap() -> None:
-    """The wait bound doubles per attempt up to the cap; the jitter scales it."""
-    backoff = metadata.Backoff(deadline=100.0, started=0.0, base=0.05, cap=1.0)
-    bounds = []
-    for _ in range(8):
-        backoff.begin_attempt(0.0, 3.0)
-        delay = backoff.delay(0.0, 0.999999)
-        assert delay is not None
-        bounds.append(round(delay, 3))
-    assert bounds == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
-    assert backoff.delay(0.0, 0.0) == 0.0
-    assert backoff.delay(0.0, 0.5) == pytest.approx(0.5)
+    def unreachable(request: HTTPRequest) -> HTTPResponse:
+        sent.append(request.url)
+        raise TransportError("connection refused")
 
-
-def test_backoff_stops_at_the_deadline() -> None:
-    """No wait is offered that would leave no time for another attempt."""
-    backoff = metadata.Backoff(deadline=1.0, started=10.0)
-    backoff.begin_attempt(10.0, 3.0)
-    assert backoff.delay(10.5, 0.5) is not None
-    assert backoff.delay(10.995, 0.0) is None
-    assert backoff.delay(11.2, 0.0) is None
-
-
-def test_backoff_shortens_attempt_timeout_to_the_deadline() -> None:
-    """An attempt never gets more time than the deadline leaves."""
-    backoff = metadata.Backoff(deadline=5.0, started=0.0)
-    assert backoff.begin_attempt(0.0, 3.0) == 3.0
-    assert backoff.begin_attempt(4.0, 3.0) == 1.0
-    assert backoff.attempts == 2
+    for name in ("GCE_METADATA_HOST", "GCE_METADATA_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TokenFetchError):
+        MetadataServerSource(transport=unreachable).ping()
+    find_identity({"HOME": "/nonexistent"}, transport=unreachable)
+    assert sent == [f"http://{metadata.DEFAULT_HOST}/"] * 2

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from s2sauth._errors import CallerNotAllowedError, ConfigurationError
+from s2sauth._errors import (
+    CallerNotAllowedError,
+    ConfigurationError,
+)
 from s2sauth.verify.caller import Caller
 from s2sauth.verify.policy import EXEMPT, CallerPolicy, RoutePolicy, Rule
 
@@ -262,3 +265,36 @@ def test_exempt_configuration_errors(exempt: Any) -> None:
     """Exempt paths must be absolute."""
     with pytest.raises(ConfigurationError):
         RoutePolicy(None, exempt=exempt)
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+OPS = "ops@proj-one.iam.gserviceaccount.com"
+
+
+# -- policy --------------------------------------------------------------------------------
+
+
+def test_caller_policy_equality_and_hash() -> None:
+    """Policies with the same entries are equal and hash alike; a plain list is not a policy."""
+    policy = CallerPolicy([SA])
+    assert policy == CallerPolicy([f" {SA.upper()} "])
+    assert hash(policy) == hash(CallerPolicy([SA.upper()]))
+    assert len({policy, CallerPolicy([SA]), CallerPolicy([OPS])}) == 2
+    assert policy != [SA]
+    assert policy.__eq__([SA]) is NotImplemented
+
+
+def test_rule_and_route_policy_reprs() -> None:
+    """Rules and route policies show their normalised paths, allow-lists, methods and exempts."""
+    rule = Rule("/admin//", [OPS], methods=["get"])
+    assert repr(rule) == f"Rule('/admin', CallerPolicy(['{OPS}']), methods=['GET', 'HEAD'])"
+    any_method = Rule("/data", [SA])
+    assert repr(any_method) == f"Rule('/data', CallerPolicy(['{SA}']))"
+    routes = RoutePolicy([SA], rules=[any_method, rule], exempt=["/public/", "/healthz"])
+    assert repr(routes) == (
+        f"RoutePolicy(CallerPolicy(['{SA}']), rules=[{rule!r}, {any_method!r}], "
+        "exempt=['/healthz', '/public/'])"
+    )
+    assert repr(RoutePolicy(None)) == "RoutePolicy(None, rules=[], exempt=[])"

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
-from support import wait_for
+from support import (
+    Clock,
+    CountingServer,
+    metadata_answer,
+    wait_for,
+)
 
 from s2sauth._errors import ConfigurationError, TokenFetchError
-from s2sauth._http import HTTPRequest, HTTPResponse, TransportError
+from s2sauth._http import HTTPRequest, HTTPResponse, HTTPTransport, TransportError
+from s2sauth.emulator import Emulator
 from s2sauth.tokens.provider import (
     AccessTokenProvider,
     IDTokenProvider,
@@ -33,16 +41,6 @@ from s2sauth.tokens.sources import (
 
 NOW = 1_700_000_000.0
 HOST = "metadata.test"
-
-
-class Clock:
-    """A settable clock: provider time only moves when a test moves it."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeSource:
@@ -116,7 +114,7 @@ class FakeMetadata:
 @pytest.fixture
 def clock() -> Clock:
     """A fake clock at a fixed instant."""
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture
@@ -137,12 +135,30 @@ def test_token_is_cached_per_audience(clock: Clock, source: FakeSource) -> None:
     assert source.asked == ["https://a", "https://b"]
     assert provider.stats.fetches == 2
     assert provider.stats.cache_hits == 1
-    assert dict(provider.stats) == {
+    assert dataclasses.asdict(provider.stats) == {
         "fetches": 2,
         "cache_hits": 1,
         "background_refreshes": 0,
         "failures": 0,
     }
+
+
+def test_the_least_recently_used_audience_is_forgotten_past_the_bound(
+    clock: Clock, source: FakeSource
+) -> None:
+    """The token cache holds at most 1024 audiences; the least recently used goes first."""
+    provider = IDTokenProvider(source, clock=clock)
+    provider.token("https://first")
+    provider.token("https://kept")
+    for n in range(1022):
+        provider.token(f"https://filler-{n}")
+    provider.token("https://first")  # a hit: now the most recently used
+    provider.token("https://one-too-many")  # evicts https://kept, the least recently used
+    fetches = provider.stats.fetches
+    provider.token("https://first")
+    assert provider.stats.fetches == fetches
+    provider.token("https://kept")
+    assert provider.stats.fetches == fetches + 1
 
 
 def test_constructor_does_no_io() -> None:
@@ -651,3 +667,244 @@ async def test_threads_and_tasks_share_one_fetch(
     await anyio.to_thread.run_sync(thread.join)
     assert source.calls == 1
     assert len(results) == 11 and len(set(results)) == 1
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+AUDIENCE = "https://callee-xyz.a.run.app"
+
+
+class Clocks:
+    """A provider clock that reads differently on the test's thread and on any other
+    (a flight's worker): how a clock that stepped back in between looks to the cache."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.home = threading.get_ident()
+        self.here = now
+        self.elsewhere = now
+
+    def __call__(self) -> float:
+        return self.here if threading.get_ident() == self.home else self.elsewhere
+
+
+class Minting:
+    """A token source minting numbered tokens that expire `lifetime` seconds after `clock()`."""
+
+    def __init__(self, clock: Callable[[], float], lifetime: float = 3600.0) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.calls = 0
+
+    def fetch_id_token(self, audience: str) -> IDToken:
+        self.calls += 1
+        return IDToken(f"token-{self.calls}", self.clock() + self.lifetime)
+
+    def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
+        self.calls += 1
+        return AccessToken(f"token-{self.calls}", self.clock() + self.lifetime)
+
+
+class GatedPing:
+    """A metadata transport whose ping waits at a gate; identity calls answer at once."""
+
+    def __init__(self) -> None:
+        self.pings = 0
+        self.pinged = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, request: HTTPRequest) -> HTTPResponse:
+        if request.url.endswith("/"):
+            self.pings += 1
+            self.pinged.set()
+            assert self.gate.wait(10), "the test never opened the gate"
+        path = "/" if request.url.endswith("/") else "/identity"
+        status, headers, body = metadata_answer(path)
+        return HTTPResponse(status, {name.lower(): v for name, v in headers.items()}, body)
+
+
+# -- MetadataServerSource ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_metadata_source_repr_names_account_and_host() -> None:
+    """repr shows the account and the host the next call goes to."""
+    source = MetadataServerSource(" sa@p.iam.gserviceaccount.com ", host="10.0.0.1:8080")
+    assert repr(source) == (
+        "MetadataServerSource(account='sa@p.iam.gserviceaccount.com', host='10.0.0.1:8080')"
+    )
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+@pytest.mark.parametrize("host", ["", "  ", "http://", "10.0.0.1/path", "http://a/b/"])
+def test_metadata_source_refuses_a_host_that_is_not_one(host: str) -> None:
+    """A host that is empty or carries a path is a ConfigurationError, not a 10 s retry loop."""
+    with pytest.raises(ConfigurationError, match="host must be the metadata server's host"):
+        MetadataServerSource(host=host)
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_metadata_source_tidies_its_host_like_the_environment_variable() -> None:
+    """A host given as a URL is used as host[:port], as GCE_METADATA_HOST would be."""
+    source = MetadataServerSource(host=" http://10.0.0.1:8080/ ")
+    assert repr(source) == "MetadataServerSource(account='default', host='10.0.0.1:8080')"
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_close_drops_idle_connections_of_its_own_transport_only(
+    counting: Callable[..., CountingServer],
+) -> None:
+    """close() closes the pooled connection of the source's own transport, not a given one."""
+    server = counting()
+    owned = MetadataServerSource(host=server.host)
+    owned.fetch_id_token(AUDIENCE)
+    owned.fetch_id_token(AUDIENCE)
+    assert server.opened == 1  # kept alive and reused
+    owned.close()
+    wait_for(lambda: server.closed == 1)
+    owned.fetch_id_token(AUDIENCE)
+    assert server.opened == 2
+
+    given = HTTPTransport()
+    shared = MetadataServerSource(host=server.host, transport=given)
+    shared.fetch_id_token(AUDIENCE)
+    assert server.opened == 3
+    shared.close()
+    shared.fetch_id_token(AUDIENCE)
+    assert server.opened == 3  # the given transport's connection was left open
+    owned.close()
+    given.close()
+
+
+# -- DefaultSource and the providers -------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_reprs_show_the_chosen_source_never_a_token(emulator: Emulator) -> None:
+    """Provider and DefaultSource reprs show which source was chosen, and no token."""
+    metadata = MetadataServerSource(host=emulator.host)
+    source = DefaultSource(metadata=metadata, adc=ADCSource("/nowhere/key.json"))
+    ids = IDTokenProvider(source)
+    access = AccessTokenProvider(source)
+    assert repr(ids) == "IDTokenProvider(source=DefaultSource(chosen=None))"
+    token = ids.token(AUDIENCE)
+    access_token = access.token()
+    chosen = f"DefaultSource(chosen={metadata!r})"
+    assert repr(source) == chosen
+    assert repr(ids) == f"IDTokenProvider(source={chosen})"
+    assert repr(access) == f"AccessTokenProvider(source={chosen})"
+    assert emulator.host in chosen
+    for text in (repr(ids), repr(access)):
+        assert token not in text and access_token not in text
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_default_source_first_use_from_two_threads_pings_once() -> None:
+    """A thread arriving while the first probe runs waits for it and uses its choice."""
+    transport = GatedPing()
+    metadata = MetadataServerSource(host="127.0.0.1:1", transport=transport)
+    adc = Minting(time.time)
+    source = DefaultSource(metadata=metadata, adc=adc)
+    results: list[IDToken] = []
+    first = threading.Thread(target=lambda: results.append(source.fetch_id_token("a")))
+    first.start()
+    assert transport.pinged.wait(10)
+    second = threading.Thread(target=lambda: results.append(source.fetch_id_token("b")))
+    second.start()
+
+    def second_waits_on_the_choice() -> bool:
+        # The second thread has read "nothing chosen yet" and is queued behind the probe.
+        frame = sys._current_frames().get(second.ident or 0)
+        return (
+            frame is not None
+            and frame.f_code.co_name == "_fetch"
+            and frame.f_locals.get("self") is source
+            and "chosen" in frame.f_locals
+        )
+
+    wait_for(second_waits_on_the_choice)
+    transport.gate.set()
+    first.join()
+    second.join()
+    assert transport.pings == 1
+    assert source.chosen is metadata
+    assert len(results) == 2 and all(token.value.count(".") == 2 for token in results)
+    assert adc.calls == 0
+
+
+# -- the token cache -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_stats_is_a_frozen_snapshot_of_the_four_counters() -> None:
+    """ProviderStats is a frozen snapshot of four counters, like KeySetStats and VerifierStats."""
+    provider = IDTokenProvider(Minting(time.time))
+    provider.token("a")
+    provider.token("a")
+    stats = provider.stats
+    assert dataclasses.asdict(stats) == {
+        "fetches": 1,
+        "cache_hits": 1,
+        "background_refreshes": 0,
+        "failures": 0,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.fetches = 2  # type: ignore[misc]
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+@pytest.mark.anyio
+async def test_flight_reuses_a_token_usable_by_its_own_clock(anyio_backend: str) -> None:
+    """A fetch that finds the cached token usable after all (the clock stepped back) reuses it."""
+    clocks = Clocks()
+    source = Minting(clocks)
+    provider = IDTokenProvider(source, clock=clocks)
+    first = await provider.atoken("a")
+    clocks.here += 3600 - 5  # the caller's check: inside the expiry margin
+    assert await provider.atoken("a") == first  # the flight's check: still fresh
+    assert source.calls == 1
+    assert provider.stats.fetches == 1
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_background_refresh_of_a_fresh_token_fetches_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A background refresh that finds the token no longer due (the clock stepped back) ends
+    without calling the source."""
+    caplog.set_level(logging.DEBUG, logger="s2sauth")
+    clocks = Clocks()
+    source = Minting(clocks)
+    provider = IDTokenProvider(source, clock=clocks, refresh_ahead=300)
+    token = provider.token("a")
+    clocks.here += 3600 - 200  # the caller sees the refresh window; the worker does not
+
+    def second_refresh_started() -> bool:
+        assert provider.token("a") == token
+        return provider.stats.background_refreshes == 2
+
+    # A second refresh can only start once the first has ended.
+    wait_for(second_refresh_started)
+    assert source.calls == 1
+    assert provider.stats.fetches == 1 and provider.stats.failures == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.usefixtures("no_outer_settings")
+def test_token_already_expired_on_arrival_warns_and_is_not_cached(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token expired by the local clock is returned once, with a WARNING about the clock,
+    and fetched again on the next call."""
+    caplog.set_level(logging.DEBUG, logger="s2sauth")
+    source = Minting(lambda: NOW, lifetime=-60)
+    provider = IDTokenProvider(source, clock=lambda: NOW)
+    assert provider.token("https://a") == "token-1"
+    assert provider.token("https://a") == "token-2"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    message = warnings[0].getMessage()
+    assert warnings[0].name == "s2sauth"
+    assert "already expired by the local clock" in message
+    assert "is the system clock right?" in message and "'https://a'" in message
+    assert "token-1" not in message

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import Clock
 
 from s2sauth import AudienceMismatchError, CallerNotAllowedError, MalformedTokenError, Verifier
 from s2sauth._log import RefusalLog, at
 from s2sauth.asgi import IDTokenMiddleware
-from s2sauth.cli.demo import bind, serve_asgi
+from s2sauth.cli._serve import bind, serve_asgi
 from s2sauth.emulator import Emulator
 
 AUDIENCE = "http://127.0.0.1:8080"
@@ -29,16 +30,6 @@ def emulator() -> Iterator[Emulator]:
     """An emulator minting for an allowed caller and a stranger."""
     with Emulator((CALLER, STRANGER)) as em:
         yield em
-
-
-class Clock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import Clock
 
 from s2sauth._errors import (
     AudienceMismatchError,
@@ -41,19 +42,6 @@ CALLER = "caller@demo-project.iam.gserviceaccount.com"
 OTHER = "other@demo-project.iam.gserviceaccount.com"
 
 
-class Clock:
-    """An injected clock starting at the real time, moving only when told."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture(scope="session")
 def signing_key() -> rsa.RSAPrivateKey:
     """The session's RSA-2048 key, shared by every emulator."""
@@ -69,8 +57,8 @@ def emulator(signing_key: rsa.RSAPrivateKey) -> Iterator[Emulator]:
 
 @pytest.fixture
 def clock() -> Clock:
-    """A fresh injected clock."""
-    return Clock()
+    """A fresh injected clock, starting at the real time (the emulator mints at it)."""
+    return Clock(time.time())
 
 
 @pytest.fixture
@@ -494,6 +482,7 @@ def test_certs_url_from_the_environment(
         pytest.param({"allowed_callers": ["*@gmail.com"]}, id="gmail wildcard"),
         pytest.param({"allowed_callers": []}, id="empty allow-list"),
         pytest.param({"issuers": []}, id="no issuer"),
+        pytest.param({"issuers": ["https://accounts.google.com", " "]}, id="blank issuer"),
         pytest.param({"cache_size": -1}, id="negative cache"),
         pytest.param({"cache_size": 1.5}, id="fractional cache"),
         pytest.param({"certs_url": "ftp://keys.example/certs"}, id="ftp certs_url"),
@@ -588,3 +577,72 @@ def test_transport_may_be_injected(
     verifier.verify(emulator.mint(AUDIENCE))
     assert calls == [emulator.jwks_url]
     transport.close()
+
+
+# -- helpers of the tests below ------------------------------------------------------------
+
+
+SA = "caller@proj-one.iam.gserviceaccount.com"
+
+
+# -- verifier ------------------------------------------------------------------------------
+
+
+def test_cached_token_is_refused_when_the_clock_steps_back(
+    emulator: Emulator, make_verifier: Callable[..., Verifier], clock: Clock
+) -> None:
+    """A cached token is refused as not yet valid when the clock steps back past its iat, and
+    dropped from the cache: the next check verifies it in full."""
+    verifier = make_verifier()
+    token = emulator.mint(AUDIENCE)
+    verifier.verify(token)
+    clock.advance(-600)
+    with pytest.raises(ImmatureTokenError, match="not valid yet"):
+        verifier.verify(token)
+    assert verifier.stats.rejected_by_reason == {"not_yet_valid": 1}
+    clock.advance(600)
+    assert verifier.verify(token).email == CALLER
+    assert (verifier.stats.cache_hits, verifier.stats.verified) == (0, 2)
+    assert verifier.verify(token).email == CALLER
+    assert verifier.stats.cache_hits == 1
+    assert emulator.counters["jwks"] == 1
+
+
+def test_verifier_repr_names_audiences_and_keys_only() -> None:
+    """The repr lists the sorted audiences and the key set, nothing else."""
+    verifier = Verifier(["https://b.example", "https://a.example"], allowed_callers=[SA])
+    assert repr(verifier) == (
+        "Verifier(audience=['https://a.example', 'https://b.example'], "
+        "keyset=KeySet('http://127.0.0.1:9/oauth2/v3/certs'))"
+    )
+
+
+def test_closing_a_verifier_leaves_a_shared_key_set_open(emulator: Emulator, clock: Clock) -> None:
+    """A verifier closes only a key set it made: one passed in may serve other verifiers."""
+    closed: list[KeySet] = []
+
+    class Recording(KeySet):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    shared = Recording(emulator.jwks_url, clock=clock)
+    with Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=shared, clock=clock) as one:
+        one.verify(emulator.mint(AUDIENCE))
+    one.close()
+    assert closed == []
+    other = Verifier(AUDIENCE, allowed_callers=[CALLER], keyset=shared, clock=clock)
+    assert other.verify(emulator.mint(AUDIENCE, claims={"n": 1})).email == CALLER
+    shared.close()
+    assert closed == [shared]
+
+
+def test_plain_http_keys_url_off_loopback_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain-http keys URL off loopback logs one WARNING (keys could be substituted)."""
+    url = f"http://keys-{uuid.uuid4().hex}.example/certs"
+    with caplog.at_level(logging.INFO, logger="s2sauth"):
+        Verifier(AUDIENCE, allowed_callers=[SA], certs_url=url)
+        Verifier(AUDIENCE, allowed_callers=[SA], certs_url=url)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert url in warnings[0] and "plain http" in warnings[0] and "use https" in warnings[0]

@@ -67,7 +67,7 @@ def serve(
 
     from ..grpc import IDTokenInterceptor, current_caller
     from ..verify.verifier import Verifier
-    from .demo import bind
+    from ._serve import bind
 
     if not port:
         # The verifier needs the audience, https://HOST:PORT, before the server exists.

@@ -9,8 +9,8 @@ should work and every way that should not, and prints what each call got.
 Nothing leaves loopback; the user's environment (``GCE_METADATA_HOST``,
 proxies, credentials) is not consulted.
 
-:func:`bind`, :func:`serve_asgi` and :func:`serve_wsgi` run an app under a real
-server on a background thread; the example tests use them too.
+The servers run on background threads through :mod:`._serve` (which the tests use
+too); the verification cost it prints comes from :mod:`._cost`.
 """
 
 from __future__ import annotations
@@ -21,23 +21,24 @@ import contextlib
 import importlib.util
 import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _demo_aiohttp, _demo_django
+from ._cost import verification_cost
+from ._serve import HOST as _HOST
+from ._serve import bind, origin, serve_asgi, serve_wsgi
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
 
-    from .._http import HTTPTransport
     from ..emulator import Emulator
     from ..tokens.provider import IDTokenProvider
     from ..verify.verifier import Verifier
 
-__all__ = ["CALLER", "STRANGER", "bind", "register", "run", "serve_asgi", "serve_wsgi"]
+__all__ = ["CALLER", "STRANGER", "register", "run"]
 
 #: The service account the demo's receivers let in.
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
@@ -46,11 +47,7 @@ STRANGER = "stranger@other-project.iam.gserviceaccount.com"
 
 # Import names of what the ``demo`` extra installs.
 _DEMO_MODULES = ("requests", "httpx", "starlette", "flask", "uvicorn", "waitress")
-_HOST = "127.0.0.1"
 _TIMEOUT = 10.0
-# How many distinct tokens, and how many repeats of one, the cost measurement verifies.
-_FRESH_SAMPLES = 100
-_CACHED_SAMPLES = 2000
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -78,75 +75,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--port-grpc", type=int, default=0, metavar="P", help="port of the gRPC service"
     )
     parser.set_defaults(handler=run)
-
-
-# -- servers on background threads ----------------------------------------------------------
-
-
-def bind(port: int = 0, host: str = _HOST) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (0: a free port), for :func:`serve_asgi`/``_wsgi``."""
-    # An explicit IPPROTO_TCP, so that asyncio recognises the accepted sockets as TCP
-    # and sets TCP_NODELAY on them (without it, keep-alive replies wait ~40 ms on Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _origin(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://{host}:{port}"
-
-
-@contextlib.contextmanager
-def serve_asgi(app: Any, sock: socket.socket) -> Iterator[str]:
-    """Serve ASGI ``app`` with uvicorn on ``sock`` in a thread; yields the origin URL.
-
-    Leaving the block shuts the server down and closes the socket.
-    """
-    import uvicorn
-
-    config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="s2sauth-uvicorn", daemon=True
-    )
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn did not start; see the log above")
-            time.sleep(0.005)
-        yield _origin(sock)
-    finally:
-        server.should_exit = True
-        thread.join(_TIMEOUT)
-        sock.close()
-
-
-@contextlib.contextmanager
-def serve_wsgi(app: WSGIApplication, sock: socket.socket) -> Iterator[str]:
-    """Serve WSGI ``app`` with waitress on ``sock`` in a thread; yields the origin URL.
-
-    Leaving the block closes every connection, stops the server and its workers.
-    """
-    import waitress
-    from waitress import wasyncore
-
-    server = waitress.create_server(app, sockets=[sock], threads=4)
-    thread = threading.Thread(target=server.run, name="s2sauth-waitress", daemon=True)
-    thread.start()
-    try:
-        yield _origin(sock)
-    finally:
-        # Close everything from inside waitress's own loop (so it never polls a closed
-        # socket); the loop ends once nothing is left open.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        thread.join(_TIMEOUT)
-        server.task_dispatcher.shutdown()
 
 
 # -- the two receiving services ------------------------------------------------------------
@@ -302,33 +230,6 @@ def _perform(call: Call) -> Outcome:
     return Outcome(call, got, (time.perf_counter() - started) * 1000)
 
 
-def _verification_cost(
-    emulator: Emulator, audience: str, transport: HTTPTransport
-) -> tuple[float, float]:
-    """Microseconds per verify: a token seen for the first time, and one already verified."""
-    from ..verify.verifier import Verifier
-
-    verifier = Verifier(
-        audience, allowed_callers=[CALLER], certs_url=emulator.jwks_url, transport=transport
-    )
-    verifier.keyset.refresh()
-    now = int(time.time())
-    # Distinct tokens (RS256 signatures are deterministic, so vary iat).
-    tokens = [
-        emulator.mint(audience, account=CALLER, claims={"iat": now - i, "exp": now - i + 3600})
-        for i in range(_FRESH_SAMPLES)
-    ]
-    started = time.perf_counter()
-    for token in tokens:
-        verifier.verify(token)
-    fresh = (time.perf_counter() - started) / len(tokens)
-    started = time.perf_counter()
-    for _ in range(_CACHED_SAMPLES):
-        verifier.verify(tokens[0])
-    cached = (time.perf_counter() - started) / _CACHED_SAMPLES
-    return fresh * 1e6, cached * 1e6
-
-
 # -- output -------------------------------------------------------------------------------
 
 
@@ -464,7 +365,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
             grpc_service = _demo_grpc.serve(stack, em, transport, [CALLER], args.port_grpc)
         except OSError as exc:
             return _cannot_listen("--port-grpc", args.port_grpc, exc)
-        asgi_url, wsgi_url = _origin(asgi_sock), _origin(wsgi_sock)
+        asgi_url, wsgi_url = origin(asgi_sock), origin(wsgi_sock)
 
         # Each receiver's audience is its own URL, as on Cloud Run; keys from the emulator.
         def receiver(url: str) -> Verifier:
@@ -515,7 +416,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         outcomes = [_perform(call) for call in calls]
         print("\n".join(_table(outcomes, glyphs)), file=out)
         _print_counters(out, services, verifiers)
-        fresh, cached = _verification_cost(em, asgi_url, transport)
+        fresh, cached = verification_cost(em, asgi_url, CALLER, transport)
         print("\nVerification cost (in-process, RS256, keys cached)", file=out)
         print(f"  a token seen for the first time:  {fresh:8.1f} {glyphs.micro}s", file=out)
         print(f"  a token already verified:         {cached:8.1f} {glyphs.micro}s", file=out)

@@ -20,11 +20,10 @@ import concurrent.futures
 import functools
 import logging
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields, replace
 from typing import Generic, Protocol, TypeVar
-
-import cachetools
 
 from .. import _otel
 from .._flight import TOKENS, SingleFlight
@@ -52,8 +51,8 @@ class _Token(Protocol):
 
 
 @dataclass(frozen=True)
-class ProviderStats(Mapping[str, int]):
-    """A snapshot of a provider's counters; also readable as a mapping.
+class ProviderStats:
+    """A snapshot of a provider's counters (``dataclasses.asdict`` gives a dict).
 
     Attributes:
         fetches: calls to the source (foreground and background).
@@ -66,22 +65,6 @@ class ProviderStats(Mapping[str, int]):
     cache_hits: int = 0
     background_refreshes: int = 0
     failures: int = 0
-
-    def __getitem__(self, name: str) -> int:
-        if name not in self._names():
-            raise KeyError(name)
-        value: int = getattr(self, name)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    @classmethod
-    def _names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
@@ -115,9 +98,11 @@ class TokenCache(Generic[K]):
         self._refresh_ahead = refresh_ahead
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: cachetools.LRUCache[K, _Entry] = cachetools.LRUCache(_MAX_ENTRIES)
+        # The least recently used key goes first past _MAX_ENTRIES: an OrderedDict under
+        # our lock, the same LRU as the verifier's token cache (see verify/verifier.py).
+        self._entries: OrderedDict[K, _Entry] = OrderedDict()
         self._flight: SingleFlight[K, _Entry] = SingleFlight(pool_name=TOKENS)
-        self._counts = {name: 0 for name in ProviderStats._names()}
+        self._counts = {counter.name: 0 for counter in fields(ProviderStats)}
 
     @property
     def stats(self) -> ProviderStats:
@@ -170,6 +155,7 @@ class TokenCache(Generic[K]):
             entry = self._entries.get(key)
             if entry is None or now >= entry.usable_until:
                 return None
+            self._entries.move_to_end(key)
             self._counts["cache_hits"] += 1
         _otel.cache_hit()
         if now >= entry.refresh_at and self._flight.start(key, lambda: self._refresh(key)):
@@ -248,6 +234,9 @@ class TokenCache(Generic[K]):
         )
         with self._lock:
             self._entries[key] = entry
+            self._entries.move_to_end(key)
+            if len(self._entries) > _MAX_ENTRIES:
+                self._entries.popitem(last=False)
         if now >= entry.usable_until:
             logger.warning(
                 "s2sauth: the new %s is already expired by the local clock (exp %.0f, now "

@@ -2,17 +2,17 @@
 
 Everything here is plain data in, plain data out: functions that build the
 :class:`~s2sauth._http.HTTPRequest` for an identity, access-token or ping call,
-functions that read the :class:`~s2sauth._http.HTTPResponse`, and *flows* (see
-:mod:`s2sauth._drivers`) that tie the two together for one attempt::
-
-    flow = identity_flow("metadata.google.internal", "https://svc.run.app")
-    request = next(flow)                      # what to send
-    flow.send(response)                       # -> StopIteration(IDToken) or TokenFetchError
+and functions that read the :class:`~s2sauth._http.HTTPResponse`. Each call is
+one request and one reply, so the caller simply does
+``parse_identity_response(transport(identity_request(host, audience)), host=host)``
+(see :class:`~s2sauth.tokens.sources.MetadataServerSource`), and the tests feed the
+parsers replies by hand, without a server.
 
 Whether a failed attempt is worth another one is decided here too: every
-:class:`~s2sauth.TokenFetchError` a flow raises says so in ``retryable``, and
-:class:`Backoff` says how long to wait and when to stop. Only the sleeping is
-left to the caller (:class:`~s2sauth.tokens.sources.MetadataServerSource`).
+:class:`~s2sauth.TokenFetchError` a parser raises says so in ``retryable``, by the
+one rule of :func:`s2sauth._retry.is_retryable_status`, as does :func:`no_answer`
+for a request that got no reply. Pacing the attempts (:class:`s2sauth._retry.Backoff`)
+and sleeping are left to the caller.
 """
 
 from __future__ import annotations
@@ -20,28 +20,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from .._drivers import Flow
 from .._errors import TokenFetchError
 from .._http import DEFAULT_TIMEOUT, HTTPRequest, HTTPResponse, TransportError
+from .._retry import is_retryable_status
 from ._tokens import AccessToken, IDToken, id_token_expiry, safe_text
 
+# For users: the host and header. The request builders and reply parsers below serve
+# MetadataServerSource and its tests; they are importable, not a promise.
 __all__ = [
     "DEFAULT_HOST",
     "METADATA_FLAVOR",
-    "Backoff",
-    "access_token_flow",
-    "access_token_request",
-    "identity_flow",
-    "identity_request",
-    "is_retryable_status",
-    "parse_access_token_response",
-    "parse_identity_response",
-    "ping_flow",
-    "normalize_host",
-    "ping_request",
     "resolve_host",
 ]
 
@@ -111,11 +101,6 @@ def ping_request(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> HTTPRequest:
     return HTTPRequest(
         "GET", f"http://{host}/", {"Metadata-Flavor": METADATA_FLAVOR}, timeout=timeout
     )
-
-
-def is_retryable_status(status: int) -> bool:
-    """Whether an HTTP status is worth another attempt: 408, 429 and every 5xx."""
-    return status in (408, 429) or 500 <= status <= 599
 
 
 def _check_reply(response: HTTPResponse, *, host: str, what: str) -> None:
@@ -194,59 +179,12 @@ def parse_access_token_response(response: HTTPResponse, *, host: str, now: float
     return AccessToken(token, now + float(expires_in))
 
 
-def _transport_error(exc: TransportError, host: str) -> TokenFetchError:
-    return TokenFetchError(f"no answer from the metadata server at {host}: {exc}", retryable=True)
-
-
-def identity_flow(
-    host: str, audience: str, *, account: str = "default", timeout: float = DEFAULT_TIMEOUT
-) -> Flow[IDToken]:
-    """One attempt at an ID token: yields the request, returns the :class:`IDToken`.
+def parse_ping_response(response: HTTPResponse, *, host: str) -> None:
+    """Read a ping reply: any status counts, if the reply carries ``Metadata-Flavor: Google``.
 
     Raises:
-        TokenFetchError: see :func:`parse_identity_response`; a connection
-            failure or timeout thrown in is ``retryable``.
+        TokenFetchError: (``retryable``) what answered is not a metadata server.
     """
-    try:
-        response = yield identity_request(host, audience, account=account, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
-    return parse_identity_response(response, host=host)
-
-
-def access_token_flow(
-    host: str,
-    scopes: Sequence[str],
-    *,
-    now: float,
-    account: str = "default",
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Flow[AccessToken]:
-    """One attempt at an access token; ``now`` is the epoch time the attempt starts.
-
-    Raises:
-        TokenFetchError: see :func:`parse_access_token_response`.
-    """
-    try:
-        response = yield access_token_request(host, scopes, account=account, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
-    return parse_access_token_response(response, host=host, now=now)
-
-
-def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
-    """Whether a metadata server answers at ``host``: returns if one does.
-
-    Any reply carrying ``Metadata-Flavor: Google`` counts, whatever its status.
-
-    Raises:
-        TokenFetchError: (``retryable``) no connection, a timeout, or an answer
-            from something that is not a metadata server; the message says which.
-    """
-    try:
-        response = yield ping_request(host, timeout=timeout)
-    except TransportError as exc:
-        raise _transport_error(exc, host) from exc
     if response.header("Metadata-Flavor") != METADATA_FLAVOR:
         raise TokenFetchError(
             f"something answered at {host} (HTTP {response.status}) but it is not a metadata "
@@ -256,44 +194,6 @@ def ping_flow(host: str, *, timeout: float = DEFAULT_TIMEOUT) -> Flow[None]:
         )
 
 
-@dataclass
-class Backoff:
-    """When to try again: exponential backoff with full jitter inside a total deadline.
-
-    Sans-IO: the caller passes in the monotonic time and a random number and
-    does the sleeping. Attempt ``n`` (from 1) that failed is followed by a wait
-    drawn uniformly from ``[0, min(cap, base * 2**(n-1)))``, unless that wait
-    would leave no time for another attempt before the deadline.
-
-    Args:
-        deadline: total seconds for all attempts and waits together.
-        started: monotonic time of the first attempt.
-        base: the first wait's upper bound.
-        cap: the largest upper bound.
-    """
-
-    deadline: float
-    started: float
-    base: float = 0.05
-    cap: float = 1.0
-    attempts: int = 0
-
-    #: An attempt is not started with less time than this left: it could not succeed.
-    MIN_ATTEMPT_TIME = 0.01
-
-    def begin_attempt(self, now: float, timeout: float) -> float:
-        """Count an attempt; return its timeout, shortened to what the deadline leaves."""
-        self.attempts += 1
-        return max(self.MIN_ATTEMPT_TIME, min(timeout, self.started + self.deadline - now))
-
-    def delay(self, now: float, rand: float) -> float | None:
-        """The wait before the next attempt, or ``None`` to give up.
-
-        Args:
-            now: the monotonic time now.
-            rand: a uniform random number in ``[0, 1)``.
-        """
-        wait = rand * min(self.cap, self.base * 2.0 ** (self.attempts - 1))
-        if now + wait + self.MIN_ATTEMPT_TIME > self.started + self.deadline:
-            return None
-        return wait
+def no_answer(exc: TransportError, host: str) -> TokenFetchError:
+    """The retryable error for a request to ``host`` that got no reply (refused, timed out)."""
+    return TokenFetchError(f"no answer from the metadata server at {host}: {exc}", retryable=True)

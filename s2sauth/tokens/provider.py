@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from .._check import non_empty_string, non_empty_strings
 from .._errors import ConfigurationError
 from ._cache import ProviderStats, TokenCache
 from ._tokens import AccessTokenSource, IDTokenSource
@@ -46,20 +47,11 @@ def _check_refresh_ahead(refresh_ahead: float) -> float:
 
 
 def _audience(audience: str) -> str:
-    if not isinstance(audience, str) or not audience.strip():
-        raise ConfigurationError(
-            f"audience must be a non-empty string such as 'https://callee-xyz.a.run.app', "
-            f"not {audience!r}"
-        )
-    return audience
+    return non_empty_string("audience", audience, example="https://callee-xyz.a.run.app")
 
 
 def _scopes(scopes: Sequence[str] | str) -> tuple[str, ...]:
-    # A lone string is one scope, not a sequence of one-letter scopes.
-    items = (scopes,) if isinstance(scopes, str) else tuple(scopes)
-    if not items or not all(isinstance(s, str) and s.strip() for s in items):
-        raise ConfigurationError(f"scopes must be one or more non-empty strings, not {scopes!r}")
-    return tuple(sorted(set(items)))
+    return tuple(sorted(set(non_empty_strings("scopes", scopes))))
 
 
 class IDTokenProvider:

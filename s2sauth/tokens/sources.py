@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, cast
 
 from .. import _otel
-from .._drivers import Flow, run_sync
+from .._check import non_empty_string
 from .._errors import ConfigurationError, TokenFetchError
-from .._http import HTTPTransport, Transport
+from .._http import HTTPRequest, HTTPResponse, HTTPTransport, Transport, TransportError
+from .._retry import Backoff
 from . import metadata
 from ._tokens import (
     AccessToken,
@@ -127,8 +128,7 @@ class MetadataServerSource:
         deadline: float = DEFAULT_DEADLINE,
         timeout: float | None = None,
     ) -> None:
-        if not isinstance(account, str) or not account.strip():
-            raise ConfigurationError("account must be 'default' or a service account email")
+        non_empty_string("account", account, example="default")
         if timeout is None:
             timeout = deadline
         if deadline <= 0 or timeout <= 0:
@@ -169,9 +169,10 @@ class MetadataServerSource:
         """
         return self._fetch(
             "an ID token",
-            lambda host, timeout: metadata.identity_flow(
+            lambda host, timeout: metadata.identity_request(
                 host, audience, account=self.account, timeout=timeout
             ),
+            lambda response, host, sent: metadata.parse_identity_response(response, host=host),
         )
 
     def fetch_access_token(self, scopes: Sequence[str]) -> AccessToken:
@@ -182,8 +183,11 @@ class MetadataServerSource:
         """
         return self._fetch(
             "an access token",
-            lambda host, timeout: metadata.access_token_flow(
-                host, scopes, now=time.time(), account=self.account, timeout=timeout
+            lambda host, timeout: metadata.access_token_request(
+                host, scopes, account=self.account, timeout=timeout
+            ),
+            lambda response, host, sent: metadata.parse_access_token_response(
+                response, host=host, now=sent
             ),
         )
 
@@ -193,7 +197,9 @@ class MetadataServerSource:
         Raises:
             TokenFetchError: nothing answered, or what answered is not a metadata server.
         """
-        run_sync(metadata.ping_flow(self.host, timeout=timeout), self._transport)
+        host = self.host
+        response = _exchange(self._transport, metadata.ping_request(host, timeout=timeout), host)
+        metadata.parse_ping_response(response, host=host)
 
     def close(self) -> None:
         """Close the idle connections of the default transport (a given one is left alone)."""
@@ -203,16 +209,23 @@ class MetadataServerSource:
     @_otel.traced(
         "s2sauth.metadata_server", "metadata_server", lambda s: {"server.address": s.host}
     )
-    def _fetch(self, what: str, make_flow: Callable[[str, float], Flow[T]]) -> T:
+    def _fetch(
+        self,
+        what: str,
+        request_for: Callable[[str, float], HTTPRequest],
+        parse: Callable[[HTTPResponse, str, float], T],
+    ) -> T:
+        # parse(response, host, sent): sent is the epoch time the attempt's request left.
         host = self.host
-        backoff = metadata.Backoff(deadline=self._deadline, started=time.monotonic())
+        backoff = Backoff(deadline=self._deadline, started=time.monotonic())
         while True:
             timeout = backoff.begin_attempt(time.monotonic(), self._timeout)
             ends = time.monotonic() + timeout
             try:
                 with _fetch_slot(host, timeout):
-                    left = max(metadata.Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
-                    return run_sync(make_flow(host, left), self._transport)
+                    left = max(Backoff.MIN_ATTEMPT_TIME, ends - time.monotonic())
+                    request, sent = request_for(host, left), time.time()
+                    return parse(_exchange(self._transport, request, host), host, sent)
             except TokenFetchError as exc:
                 if not exc.retryable:
                     raise
@@ -227,6 +240,13 @@ class MetadataServerSource:
                         retryable=True,
                     ) from exc
             time.sleep(delay)
+
+
+def _exchange(transport: Transport, request: HTTPRequest, host: str) -> HTTPResponse:
+    try:
+        return transport(request)
+    except TransportError as exc:
+        raise metadata.no_answer(exc, host) from exc
 
 
 # google-auth credentials nearly always report an expiry; if one does not, assume a
@@ -261,13 +281,20 @@ def _within(deadline: float, what: str, fn: Callable[[], T]) -> T:
         ) from None
 
 
-def _gcloud_adc_path() -> str:
-    config = os.environ.get("CLOUDSDK_CONFIG")
+def gcloud_adc_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where ``gcloud auth application-default login`` writes its credentials, as google-auth
+    looks for them (``CLOUDSDK_CONFIG``, else the user's gcloud folder); it may not exist.
+
+    Args:
+        environ: the environment to read; ``os.environ`` if omitted.
+    """
+    env = os.environ if environ is None else environ
+    config = env.get("CLOUDSDK_CONFIG")
     if not config:
         if os.name == "nt":
-            config = os.path.join(os.environ.get("APPDATA", ""), "gcloud")
+            config = os.path.join(env.get("APPDATA", ""), "gcloud")
         else:
-            config = os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+            config = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config", "gcloud")
     return os.path.join(config, "application_default_credentials.json")
 
 
@@ -428,7 +455,7 @@ class ADCSource:
                     f"GOOGLE_APPLICATION_CREDENTIALS is {path!r}, which is not a file"
                 )
             return path
-        path = _gcloud_adc_path()
+        path = gcloud_adc_path()
         if os.path.isfile(path):
             return path
         raise TokenFetchError(

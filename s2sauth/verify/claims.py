@@ -46,17 +46,10 @@ from .._errors import (
 )
 from .caller import Caller, _verified_caller
 
+# For users: the rules and the one entry point. The validators below are its parts.
 __all__ = [
     "MAX_LIFETIME",
-    "VALIDATORS",
     "ClaimRules",
-    "Validator",
-    "caller_from_claims",
-    "check_audience",
-    "check_email",
-    "check_issuer",
-    "check_subject",
-    "check_times",
     "validate",
 ]
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from .. import _log as _refusals
+from .._cloudrun import SIGNATURE_REMOVED, X_SERVERLESS_AUTHORIZATION
 from .._errors import (
     CallerNotAllowedError,
     ConfigurationError,
@@ -89,9 +90,7 @@ _log = logging.getLogger(__name__)
 #: The realm named in ``WWW-Authenticate`` challenges unless configured otherwise.
 DEFAULT_REALM = "s2sauth"
 #: The header Cloud Run checks (and strips the signature of) when both are sent.
-SERVERLESS_HEADER = "X-Serverless-Authorization"
-#: What Cloud Run puts in place of the signature of a token it already checked.
-SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+SERVERLESS_HEADER = X_SERVERLESS_AUTHORIZATION
 #: The header Identity-Aware Proxy signs a person's identity into (a raw JWT).
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 

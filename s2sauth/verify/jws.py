@@ -33,24 +33,23 @@ import re
 import sys
 from collections.abc import Collection
 from json.scanner import make_scanner
-from typing import Any, Final, NamedTuple, NoReturn, TypeAlias, cast
+from typing import Any, Final, NamedTuple, NoReturn, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from .._cloudrun import SIGNATURE_REMOVED
 from .._errors import BadSignatureError, InvalidHeaderError, MalformedTokenError
 
+# For users: the limits and the key type. parse() and verify_signature() are the
+# verifier's steps, importable for tests, not a promise.
 __all__ = [
-    "MAX_JSON_DEPTH",
     "MAX_TOKEN_SIZE",
     "SIGNATURE_REMOVED",
     "SUPPORTED_ALGORITHMS",
-    "CompactJWS",
     "PublicKey",
-    "parse",
-    "verify_signature",
 ]
 
 #: Largest token accepted, in bytes. Google ID tokens are about 1 KB; 8 KiB leaves
@@ -64,8 +63,6 @@ MAX_JSON_DEPTH: Final = 16
 #: Algorithms a verifier may be configured with. Google signs ID tokens with RS256.
 SUPPORTED_ALGORITHMS: Final = frozenset({"RS256", "ES256"})
 
-#: What Cloud Run puts in place of the signature of a token its IAM check verified.
-SIGNATURE_REMOVED: Final = "SIGNATURE_REMOVED_BY_GOOGLE"
 
 #: A verification key as :class:`~s2sauth.verify.keys.KeySet` hands it out.
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -90,8 +87,6 @@ _NON_CANONICAL_LAST: tuple[frozenset[str], ...] = (
 )
 _PKCS1V15: Final = padding.PKCS1v15()
 _SHA256: Final = hashes.SHA256()
-_rsa_key_types: set[type] = set()
-_new_tuple = tuple.__new__
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _MAX_SHOWN = 40
 
@@ -183,8 +178,7 @@ def parse(token: str, algorithms: Collection[str] = ("RS256",)) -> CompactJWS:
     removed = signature_b64 == SIGNATURE_REMOVED
     signature = b"" if removed else _decode(signature_b64, "signature")
     signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    # tuple.__new__ skips the NamedTuple's Python-level __new__: a third of a microsecond.
-    return _new_tuple(CompactJWS, (alg, kid, payload, signing_input, signature, removed))
+    return CompactJWS(alg, kid, payload, signing_input, signature, removed)
 
 
 def verify_signature(jws: CompactJWS, key: PublicKey) -> None:
@@ -202,9 +196,9 @@ def verify_signature(jws: CompactJWS, key: PublicKey) -> None:
         raise BadSignatureError("the token has no signature to check")
     try:
         if jws.alg == "RS256":
-            if type(key) not in _rsa_key_types and not _is_rsa_key(key):
+            if not isinstance(key, rsa.RSAPublicKey):
                 raise _key_mismatch(jws)
-            cast(rsa.RSAPublicKey, key).verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
+            key.verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
         elif jws.alg == "ES256":
             if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
                 raise _key_mismatch(jws)
@@ -219,15 +213,6 @@ def verify_signature(jws: CompactJWS, key: PublicKey) -> None:
         raise BadSignatureError(
             f"the signature does not verify with the published key {_show(jws.kid)}"
         ) from None
-
-
-def _is_rsa_key(key: object) -> bool:
-    # isinstance() against cryptography's ABC runs a Python-level hook (~0.4 us per
-    # token); the concrete classes that passed it once are remembered instead.
-    if isinstance(key, rsa.RSAPublicKey):
-        _rsa_key_types.add(type(key))
-        return True
-    return False
 
 
 def _key_mismatch(jws: CompactJWS) -> InvalidHeaderError:

@@ -30,9 +30,9 @@ when ES256 is configured); a JWK whose ``alg``, ``use`` or ``key_ops`` does not
 allow verification with a configured algorithm is skipped; keys sharing a
 ``kid`` are all skipped. A bad entry is logged and skipped; the rest still serve.
 
-The fetch itself is a sans-IO flow (see :mod:`s2sauth._drivers`) over the
-proxy-free :class:`~s2sauth._http.HTTPTransport`; async callers wait for it off
-the event loop.
+The fetch goes over the proxy-free :class:`~s2sauth._http.HTTPTransport`, two
+attempts at most within ``timeout``, paced and judged like every other fetch
+(:mod:`s2sauth._retry`); async callers wait for it off the event loop.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import concurrent.futures
 import json
 import logging
 import math
+import random
 import re
 import threading
 import time
@@ -54,7 +55,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .. import _otel
-from .._drivers import Flow, run_sync
 from .._errors import ConfigurationError, KeyFetchError, UnknownKeyError
 from .._flight import KEYS, SingleFlight
 from .._http import (
@@ -65,6 +65,7 @@ from .._http import (
     TransportError,
     wait_future,
 )
+from .._retry import Backoff, is_retryable_status
 from .jws import SUPPORTED_ALGORITHMS, PublicKey
 
 __all__ = ["MIN_RSA_BITS", "KeySet", "KeySetStats", "parse_key_set"]
@@ -77,14 +78,11 @@ _MAX_RSA_BITS = 8192
 _RSA_EXPONENT = 65537
 # Number of HTTP attempts per fetch, all within the fetch's timeout.
 _ATTEMPTS = 2
-_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Refresh ahead of expiry in the last tenth of the lifetime, but never earlier
 # than the last minute.
 _REFRESH_FRACTION = 0.1
 _REFRESH_WINDOW = 60.0
 _FETCH = "keys"
-# Extra seconds a lookup waits for a fetch beyond its timeout (the pool may be busy).
-_QUEUE_SLACK = 5.0
 # A JWK integer: base64url, padding tolerated (RFC 7518 omits it).
 _B64URL_VALUE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
@@ -145,6 +143,10 @@ class KeySet:
             while fetches fail (six hours by default).
         failure_backoff: least time between two fetch attempts after a failure.
         timeout: total seconds one fetch may take, retry included.
+        queue_slack: extra seconds a lookup waits for a fetch beyond ``timeout``,
+            for the time the fetch may spend queued for a worker of a busy pool.
+            A lookup gives up (503) after ``timeout + queue_slack`` whatever the
+            fetch does, so a transport that ignores its timeout cannot hang requests.
 
     Raises:
         ConfigurationError: a bad URL, algorithm or duration.
@@ -164,6 +166,7 @@ class KeySet:
         stale_grace: float = 6 * 3600.0,
         failure_backoff: float = 5.0,
         timeout: float = 5.0,
+        queue_slack: float = 5.0,
     ) -> None:
         if not isinstance(certs_url, str) or not certs_url.startswith(("https://", "http://")):
             raise ConfigurationError(
@@ -178,6 +181,7 @@ class KeySet:
             "stale_grace": stale_grace,
             "failure_backoff": failure_backoff,
             "timeout": timeout,
+            "queue_slack": queue_slack,
         }
         for name, value in durations.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -200,6 +204,7 @@ class KeySet:
         self._grace = float(stale_grace)
         self._backoff = float(failure_backoff)
         self._timeout = float(timeout)
+        self._wait_limit = self._timeout + float(queue_slack)
         self._flight: SingleFlight[str, _Keys] = SingleFlight(pool_name=KEYS)
         self._lock = threading.Lock()
         self._keys: _Keys | None = None
@@ -265,7 +270,7 @@ class KeySet:
         fetch = self._plan(kid, now)
         if fetch is not None:
             try:
-                fetch.result(timeout=self._timeout + _QUEUE_SLACK)
+                fetch.result(timeout=self._wait_limit)
             except KeyFetchError as exc:
                 error = exc
             except concurrent.futures.TimeoutError:
@@ -283,7 +288,7 @@ class KeySet:
         fetch = self._plan(kid, now)
         if fetch is not None:
             try:
-                await wait_future(fetch, timeout=self._timeout + _QUEUE_SLACK)
+                await wait_future(fetch, timeout=self._wait_limit)
             except KeyFetchError as exc:
                 error = exc
             except TimeoutError:
@@ -406,7 +411,7 @@ class KeySet:
         with self._lock:
             self._fetches += 1
         try:
-            keys, ttl = run_sync(self._fetch_flow(), self._transport)
+            keys, ttl = self._download()
         except Exception as exc:
             error = (
                 exc
@@ -449,17 +454,15 @@ class KeySet:
                 "; the keys fetched before keep serving" if have_keys else "",
             )
 
-    def _fetch_flow(self) -> Flow[tuple[dict[str, PublicKey], float]]:
-        deadline = time.monotonic() + self._timeout
-        request = HTTPRequest(
-            "GET",
-            self.certs_url,
-            headers={"Accept": "application/json", "User-Agent": "s2sauth"},
-            timeout=self._timeout,
-        )
-        for attempt in range(1, _ATTEMPTS + 1):  # pragma: no branch - the last attempt breaks
+    def _download(self) -> tuple[dict[str, PublicKey], float]:
+        backoff = Backoff(deadline=self._timeout, started=time.monotonic(), max_attempts=_ATTEMPTS)
+        headers = {"Accept": "application/json", "User-Agent": "s2sauth"}
+        while True:
+            timeout = backoff.begin_attempt(time.monotonic(), self._timeout)
             try:
-                response = yield request
+                response = self._transport(
+                    HTTPRequest("GET", self.certs_url, headers, timeout=timeout)
+                )
             except TransportError as exc:
                 problem, retryable = f"{exc}", True
             else:
@@ -467,12 +470,13 @@ class KeySet:
                     keys = parse_key_set(response.body, self.algorithms, source=self.certs_url)
                     return keys, self._ttl(response)
                 problem = f"it answered HTTP {response.status}{_content_hint(response)}"
-                retryable = response.status in _RETRYABLE_STATUSES
-            remaining = deadline - time.monotonic()
-            if not retryable or attempt == _ATTEMPTS or remaining <= 0:
-                break
-            request = HTTPRequest(request.method, request.url, request.headers, timeout=remaining)
-        raise KeyFetchError(f"could not fetch verification keys from {self.certs_url}: {problem}")
+                retryable = is_retryable_status(response.status)
+            delay = backoff.delay(time.monotonic(), random.random()) if retryable else None
+            if delay is None:
+                raise KeyFetchError(
+                    f"could not fetch verification keys from {self.certs_url}: {problem}"
+                )
+            time.sleep(delay)
 
     def _ttl(self, response: HTTPResponse) -> float:
         max_age = None

@@ -10,7 +10,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
-from s2sauth.cli.demo import bind, serve_asgi, serve_wsgi
+from s2sauth.cli._serve import bind, serve_asgi, serve_wsgi
 
 from . import ALLOWED, AUDIENCE, OPS
 

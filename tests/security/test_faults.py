@@ -36,8 +36,9 @@ TIMEOUT = 0.3
 DEADLINE = 1.5
 
 
-class Clock:
-    """Real time plus an offset the test moves forward."""
+class OffsetClock:
+    """Real time plus an offset the test moves forward (support.Clock stands still: these
+    tests run against the emulator and real deadlines)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
@@ -172,7 +173,7 @@ def test_metadata_outage_during_refresh_ahead_serves_the_cached_token(emulator: 
     In the refresh window the cached token is served; past its expiry, TokenFetchError;
     after recovery, a new token.
     """
-    clock = Clock()
+    clock = OffsetClock()
     provider = IDTokenProvider(_source(emulator), clock=clock)
     token = provider.token(AUDIENCE)
     emulator.inject("metadata", statuses=[500] * 10_000)
@@ -194,13 +195,13 @@ def test_metadata_outage_during_refresh_ahead_serves_the_cached_token(emulator: 
 # --- inbound: the keys endpoint --------------------------------------------------------------
 
 
-def _verifier(emulator: Emulator, clock: Clock, **keyset_options: Any) -> Verifier:
+def _verifier(emulator: Emulator, clock: OffsetClock, **keyset_options: Any) -> Verifier:
     options = {"timeout": 0.5, "failure_backoff": 5.0, **keyset_options}
     keyset = KeySet(emulator.jwks_url, clock=clock, transport=_TRANSPORT, **options)
     return Verifier(AUDIENCE, allowed_callers=[CALLER], clock=clock, keyset=keyset)
 
 
-def _token_at(emulator: Emulator, clock: Clock, *, lifetime: int = 3600) -> str:
+def _token_at(emulator: Emulator, clock: OffsetClock, *, lifetime: int = 3600) -> str:
     now = int(clock())
     return emulator.mint(AUDIENCE, account=CALLER, claims={"iat": now, "exp": now + lifetime})
 
@@ -228,7 +229,7 @@ def test_keys_fault_on_cold_start_fails_closed(emulator: Emulator, fault: dict[s
     KeyFetchError (503) within the fetch timeout, no new attempt inside the failure
     backoff, and served once the endpoint answers again.
     """
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock)
     token = _token_at(emulator, clock)
     emulator.inject("certs", **fault)
@@ -244,7 +245,7 @@ def test_keys_fault_on_cold_start_fails_closed(emulator: Emulator, fault: dict[s
 
 def test_keys_retried_once_after_a_transient_failure(emulator: Emulator) -> None:
     """One 503 or one dropped connection costs a second attempt inside the same fetch."""
-    clock = Clock()
+    clock = OffsetClock()
     emulator.inject("certs", statuses=[503])
     verifier = _verifier(emulator, clock)
     assert _jwks_calls(emulator, lambda: verifier.verify(_token_at(emulator, clock))) == 2
@@ -270,7 +271,7 @@ def test_keys_outage_with_cached_keys_serves_them_then_fails_closed(
     Past the keys' expiry the cached keys keep serving, each wait bounded by the fetch
     timeout; past the grace, KeyFetchError; after recovery, served again.
     """
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock, stale_grace=3600.0)
     assert verifier.verify(_token_at(emulator, clock)).email == CALLER
     emulator.inject("certs", **fault)
@@ -299,7 +300,7 @@ def test_keys_outage_with_cached_keys_serves_them_then_fails_closed(
 
 def test_keys_rotated_mid_run_new_kid_accepted_after_one_refetch(emulator: Emulator) -> None:
     """After a key rotation the new kid is accepted after one refetch; the old kid still works."""
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock)
     old = _token_at(emulator, clock)
     assert verifier.verify(old).email == CALLER
@@ -318,7 +319,7 @@ def test_keys_rotated_under_concurrent_load_no_valid_token_is_refused(emulator: 
 
     None may be refused while the kid-miss refetch is in flight.
     """
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock)
     assert verifier.verify(_token_at(emulator, clock)).email == CALLER
     emulator.rotate_keys(keep_old=True)
@@ -354,7 +355,7 @@ def test_unknown_kid_flood_costs_no_fetch_inside_the_cooldown(
     emulator: Emulator, forge: Forge
 ) -> None:
     """50 unknown kids cost one refetch per 30 s cooldown, and each is UnknownKeyError."""
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock)
     assert verifier.verify(_token_at(emulator, clock)).email == CALLER
     strangers = [forge.sign(forge.header(kid=f"random-{n}"), key=forge.attacker) for n in range(50)]
@@ -375,7 +376,7 @@ def test_middlewares_fail_closed_with_503_then_recover(emulator: Emulator) -> No
     from s2sauth.asgi import IDTokenMiddleware as ASGIMiddleware
     from s2sauth.wsgi import IDTokenMiddleware as WSGIMiddleware
 
-    clock = Clock()
+    clock = OffsetClock()
     verifier = _verifier(emulator, clock, failure_backoff=0.0)
     token = _token_at(emulator, clock)
     emulator.inject("certs", statuses=[500] * 10_000)

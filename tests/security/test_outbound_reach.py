@@ -442,7 +442,7 @@ def elapsed(fn: Callable[[], object]) -> tuple[float, BaseException | None]:
 def test_the_transport_ends_a_trickling_reply_at_its_timeout(trickle: str) -> None:
     """A reply trickled byte by byte is cut off at the request's timeout, wall clock."""
     transport = HTTPTransport()
-    took, error = elapsed(lambda: transport(HTTPRequest("GET", f"http://{trickle}/", timeout=1)))
+    took, error = elapsed(lambda: transport(HTTPRequest("GET", f"http://{trickle}/", timeout=0.5)))
     assert isinstance(error, TransportError) and error.timeout
     assert took < 4  # each byte came within the timeout: per-read timeouts never fired
 
@@ -454,8 +454,8 @@ def test_bodies_are_capped(trickle: str) -> None:
 
 
 def test_a_metadata_fetch_ends_within_its_deadline(trickle: str) -> None:
-    """MetadataServerSource(deadline=1.5) gives up at 1.5 s against a trickling server."""
-    source = MetadataServerSource(host=trickle, deadline=1.5)
+    """MetadataServerSource(deadline=0.5) gives up at 0.5 s against a trickling server."""
+    source = MetadataServerSource(host=trickle, deadline=0.5)
     took, error = elapsed(lambda: source.fetch_id_token("https://x.example"))
     assert isinstance(error, TokenFetchError) and error.retryable
     assert took < 5
@@ -463,28 +463,40 @@ def test_a_metadata_fetch_ends_within_its_deadline(trickle: str) -> None:
 
 def test_an_async_token_ends_within_its_deadline(trickle: str) -> None:
     """``await provider.atoken`` against a trickling server ends at the source's deadline."""
-    provider = IDTokenProvider(MetadataServerSource(host=trickle, deadline=1.5))
+    provider = IDTokenProvider(MetadataServerSource(host=trickle, deadline=0.5))
     took, error = elapsed(lambda: asyncio.run(provider.atoken("https://x.example")))
     assert isinstance(error, TokenFetchError)
     assert took < 5
 
 
 def test_a_key_fetch_ends_within_its_timeout(trickle: str) -> None:
-    """KeySet(timeout=1.5) against a trickling keys endpoint fails closed at 1.5 s."""
-    keys = KeySet(f"http://{trickle}/certs", timeout=1.5)
+    """KeySet(timeout=0.5) against a trickling keys endpoint fails closed at 0.5 s."""
+    keys = KeySet(f"http://{trickle}/certs", timeout=0.5)
     took, error = elapsed(lambda: keys.get("kid"))
     assert isinstance(error, KeyFetchError)
     assert took < 5
 
 
 def test_a_slow_but_working_metadata_server_is_waited_for(emulator: Emulator) -> None:
-    """An attempt is not cut short of the deadline: a 4 s answer arrives (GKE can take ~30 s)."""
-    emulator.inject(delay=4)
+    """An attempt is not cut short of the deadline: the one attempt may take all 30 s of it
+    (GKE can take ~30 s), and a slow answer arrives."""
+    real = HTTPTransport()
+    timeouts: list[float] = []
+
+    def recording(request: HTTPRequest) -> Any:
+        timeouts.append(request.timeout)
+        return real(request)
+
+    emulator.inject(delay=0.5)
     try:
-        token = MetadataServerSource(CALLER, host=emulator.host).fetch_id_token("https://x.a")
+        source = MetadataServerSource(CALLER, host=emulator.host, transport=recording)
+        token = source.fetch_id_token("https://x.a")
     finally:
         emulator.clear_faults()
+        real.close()
     assert token.value.count(".") == 2
+    assert len(timeouts) == 1
+    assert timeouts[0] > 29
 
 
 # -- pools ------------------------------------------------------------------------------------
@@ -492,39 +504,49 @@ def test_a_slow_but_working_metadata_server_is_waited_for(emulator: Emulator) ->
 
 def test_hung_token_fetches_cannot_starve_key_fetches(emulator: Emulator) -> None:
     """16 async token fetches hanging on the metadata server; a key fetch still answers."""
-    emulator.inject(delay=3)
-    results: dict[str, Any] = {}
+    release, entered, lock = threading.Event(), [0], threading.Lock()
+    real = HTTPTransport()
+
+    def hanging(request: HTTPRequest) -> Any:
+        with lock:
+            entered[0] += 1
+        release.wait(30)
+        return real(request)
 
     async def main() -> None:
-        provider = IDTokenProvider(MetadataServerSource(CALLER, host=emulator.host))
-        keys = KeySet(emulator.jwks_url, timeout=5)
+        source = MetadataServerSource(CALLER, host=emulator.host, transport=hanging)
+        provider = IDTokenProvider(source)
+        # A shared pool would leave this lookup queued behind the hung fetches until it
+        # gives up (KeyFetchError), since the token fetches are released only after it.
+        keys = KeySet(emulator.jwks_url, timeout=5, queue_slack=1)
 
         async def token(n: int) -> None:
             with contextlib.suppress(TokenFetchError):
                 await provider.atoken(f"https://callee-{n}.example")
-            results.setdefault("tokens done", time.monotonic())
 
         async with anyio.create_task_group() as tasks:
             for n in range(16):
                 tasks.start_soon(token, n)
-            await anyio.sleep(0.2)  # every token fetch is queued or hanging now
-            await keys.aget(emulator.kid)
-            results["keys done"] = time.monotonic()
+            with anyio.fail_after(10):
+                while entered[0] < 4:  # every worker of the token pool hangs now
+                    await anyio.sleep(0.01)
+            try:
+                await keys.aget(emulator.kid)
+            finally:
+                release.set()
 
-    emulator.inject("certs", delay=0)
     try:
         anyio.run(main)
     finally:
-        emulator.clear_faults()
-    # The keys came while token fetches were still hanging, not after them.
-    assert results["keys done"] < results["tokens done"]
+        real.close()
+    assert entered[0] == 16
 
 
 def test_metadata_fetches_in_flight_are_bounded(emulator: Emulator) -> None:
     """32 threads asking for 32 audiences keep at most 4 calls at the metadata server."""
     from s2sauth.tokens.sources import MAX_CONCURRENT_FETCHES
 
-    emulator.inject(delay=0.3)
+    emulator.inject(delay=0.1)
     in_flight, peak, lock = [0], [0], threading.Lock()
     inner = HTTPTransport()
 
