@@ -998,3 +998,37 @@ def test_a_fetch_that_cannot_start_a_worker_leaves_no_stuck_claim(emulator: Emul
     first, second = done.stdout.splitlines()
     assert first == "first: can't start new thread"
     assert second == "second: fetched 1"
+
+
+# -- what a failed fetch says ------------------------------------------------------------------
+
+
+def _refused(request: HTTPRequest) -> HTTPResponse:
+    raise TransportError("connection refused")
+
+
+def test_a_failed_fetch_names_the_url_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 503's message says where the keys were asked for once, then why it failed."""
+    keys = KeySet("http://127.0.0.1:9/certs", timeout=0.2, transport=_refused)
+    with pytest.raises(KeyFetchError) as failed:
+        keys.get("kid")
+    assert failed.value.message.count("127.0.0.1:9/certs") == 1
+    assert "connection refused" in failed.value.message
+    assert "S2SAUTH_CERTS_URL" not in failed.value.message
+
+
+@pytest.mark.parametrize("env_set", [False, True])
+def test_googles_default_url_unreachable_says_to_set_the_variable(
+    env_set: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off Google Cloud with the default keys URL, the message says to set S2SAUTH_CERTS_URL
+    (and not when it is set: then that URL is what must be fixed)."""
+    from s2sauth.verify.keys import GOOGLE_CERTS_URL
+
+    monkeypatch.delenv("S2SAUTH_CERTS_URL")
+    if env_set:
+        monkeypatch.setenv("S2SAUTH_CERTS_URL", "http://127.0.0.1:9/certs")
+    keys = KeySet(GOOGLE_CERTS_URL, timeout=0.2, transport=_refused)  # nothing leaves
+    with pytest.raises(KeyFetchError) as failed:
+        keys.get("kid")
+    assert ("set S2SAUTH_CERTS_URL" in failed.value.message) is not env_set

@@ -43,6 +43,7 @@ import concurrent.futures
 import json
 import logging
 import math
+import os
 import random
 import re
 import threading
@@ -72,6 +73,11 @@ __all__ = ["MIN_RSA_BITS", "KeySet", "KeySetStats", "parse_key_set"]
 
 logger = logging.getLogger("s2sauth")
 
+#: Google's published ID-token signing keys, as a JWKS.
+GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v3/certs"
+#: Environment variable naming another keys URL (such as the emulator's) when
+#: ``certs_url`` is not given.
+CERTS_URL_ENV: Final = "S2SAUTH_CERTS_URL"
 #: Smallest RSA modulus used, in bits (NIST SP 800-131A; Google's keys are 2048).
 MIN_RSA_BITS: Final = 2048
 _MAX_RSA_BITS = 8192
@@ -378,11 +384,12 @@ class KeySet:
                 "signed by another issuer, or with a key that was retired"
             )
         retry_after = max(1, math.ceil(self._backoff))
-        reason = f": {error.message}" if error is not None else ""
+        # The fetch's own message names the URL too: say it once.
+        reason = f": {error.message.removeprefix(_cannot_fetch(self.certs_url))}" if error else ""
         if current is None:
             raise KeyFetchError(
                 f"no verification keys could be fetched from {self.certs_url}{reason}; every "
-                "token is refused until they can (check that this service can reach the URL)",
+                f"token is refused until they can ({self._fix_hint()})",
                 retry_after=retry_after,
             )
         raise KeyFetchError(
@@ -391,6 +398,15 @@ class KeySet:
             "refused until the keys endpoint answers",
             retry_after=retry_after,
         )
+
+    def _fix_hint(self) -> str:
+        if self.certs_url == GOOGLE_CERTS_URL and not os.environ.get(CERTS_URL_ENV):
+            # Google's keys by default, off Google's network (a laptop, CI, a sandbox).
+            return (
+                f"off Google Cloud, set {CERTS_URL_ENV} to the keys URL `s2sauth emulator` "
+                "prints; else check that this service can reach the URL"
+            )
+        return "check that this service can reach the URL"
 
     def _warn_stale(self, current: _Keys, error: KeyFetchError | None) -> None:
         with self._lock:
@@ -473,9 +489,7 @@ class KeySet:
                 retryable = is_retryable_status(response.status)
             delay = backoff.delay(time.monotonic(), random.random()) if retryable else None
             if delay is None:
-                raise KeyFetchError(
-                    f"could not fetch verification keys from {self.certs_url}: {problem}"
-                )
+                raise KeyFetchError(f"{_cannot_fetch(self.certs_url)}{problem}")
             time.sleep(delay)
 
     def _ttl(self, response: HTTPResponse) -> float:
@@ -684,3 +698,7 @@ def _content_hint(response: HTTPResponse) -> str:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cannot_fetch(url: str) -> str:
+    return f"could not fetch verification keys from {url}: "

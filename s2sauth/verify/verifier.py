@@ -40,7 +40,7 @@ from . import jws
 from .audience import CloudRunAudience, PushAudience
 from .caller import Caller
 from .claims import ClaimRules, caller_from_claims, validate
-from .keys import KeySet
+from .keys import CERTS_URL_ENV, GOOGLE_CERTS_URL, KeySet
 from .policy import CallerPolicy
 
 __all__ = [
@@ -54,13 +54,8 @@ __all__ = [
 
 logger = logging.getLogger("s2sauth")
 
-#: Google's published ID-token signing keys, as a JWKS.
-GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v3/certs"
 #: The ``iss`` values of Google-signed ID tokens.
 GOOGLE_ISSUERS: Final = ("https://accounts.google.com", "accounts.google.com")
-#: Environment variable naming another keys URL (such as the emulator's) when
-#: ``certs_url`` is not given.
-CERTS_URL_ENV: Final = "S2SAUTH_CERTS_URL"
 #: Largest accepted leeway, in seconds: more would keep expired tokens alive.
 MAX_LEEWAY: Final = 60.0
 
