@@ -329,6 +329,8 @@ def id_token_middleware(
         if policy is EXEMPT:
             return await handler(request)
         headers = request.headers
+        # The query and full path only matter to push audiences: not read otherwise.
+        query, url_path = (request.query_string, request.path) if gate.needs_url else ("", None)
         try:
             caller = await gate.aauthenticate(
                 headers.getall("Authorization", ()),
@@ -336,8 +338,8 @@ def id_token_middleware(
                 policy=policy,
                 assertion=headers.getall(IAP_HEADER, ()) if gate.iap else (),
                 path=path,
-                query=request.query_string,
-                url_path=request.path,
+                query=query,
+                url_path=url_path,
             )
         except S2SAuthError as exc:
             if on_error is not None:

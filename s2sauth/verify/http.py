@@ -338,6 +338,11 @@ class Gate:
         #: The verifier of Identity-Aware Proxy assertions, if people are taken.
         self.iap: Verifier | None = verifier if people_only else iap
         self._kinds = _kinds(accept, people_only=people_only, iap=self.iap is not None)
+        #: Whether a token's audience depends on the request's URL (push audiences): only
+        #: then need adapters hand over ``query`` and ``url_path``.
+        self.needs_url = any(
+            getattr(v, "request_audiences", None) for v in (verifier, iap) if v is not None
+        )
         self.realm = realm
         default: CallerPolicy | None
         if allowed_callers is None:
