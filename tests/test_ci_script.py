@@ -34,7 +34,12 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     assert readme.count(command) == 2  # the test command at the top is this one too
     install, and_, test = command.partition(" && .venv/bin/python -m coverage run")
     assert and_ and install in spelled
-    assert ".venv/bin/python -m coverage run" + test in spelled
+    # The script runs the same steps one to a line: under set -e a failing left side of
+    # && does not stop it, and a failed test run would end green.
+    steps = (".venv/bin/python -m coverage run" + test).split(" && ")
+    lines = [line.strip() for line in spelled.splitlines()]
+    assert [step in lines for step in steps] == [True] * len(steps)
+    assert lines.index(steps[0]) < lines.index(steps[1])
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r"^branch = true$", pyproject, re.MULTILINE)
     fail_under = re.search(r"^fail_under = (\d+)$", pyproject, re.MULTILINE)
