@@ -39,9 +39,10 @@ from ._errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from .tokens.provider import AccessTokenProvider, IDTokenProvider
     from .tokens.sources import ADCSource, DefaultSource, MetadataServerSource
+    from .verify.audience import CloudRunAudience, PushAudience
     from .verify.caller import Caller
     from .verify.keys import KeySet
-    from .verify.policy import CallerPolicy, Rule
+    from .verify.policy import CallerPolicy, PeoplePolicy, Rule
     from .verify.verifier import GOOGLE_CERTS_URL, GOOGLE_ISSUERS, Verifier
 
 # Cold start: each core is imported on first use of one of its names, so a receiving
@@ -52,9 +53,12 @@ _LAZY = {
     "ADCSource": ".tokens.sources",
     "DefaultSource": ".tokens.sources",
     "MetadataServerSource": ".tokens.sources",
+    "CloudRunAudience": ".verify.audience",
+    "PushAudience": ".verify.audience",
     "Caller": ".verify.caller",
     "KeySet": ".verify.keys",
     "CallerPolicy": ".verify.policy",
+    "PeoplePolicy": ".verify.policy",
     "Rule": ".verify.policy",
     "GOOGLE_CERTS_URL": ".verify.verifier",
     "GOOGLE_ISSUERS": ".verify.verifier",
@@ -63,7 +67,7 @@ _LAZY = {
 
 #: The package's version; a literal, since importlib.metadata costs tens of ms at import
 #: (tests/test_cold_start.py keeps it equal to pyproject.toml's).
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ADCSource",
@@ -73,6 +77,7 @@ __all__ = [
     "Caller",
     "CallerNotAllowedError",
     "CallerPolicy",
+    "CloudRunAudience",
     "ConfigurationError",
     "DefaultSource",
     "ExpiredTokenError",
@@ -89,6 +94,8 @@ __all__ = [
     "MalformedTokenError",
     "MetadataServerSource",
     "MissingTokenError",
+    "PeoplePolicy",
+    "PushAudience",
     "Rule",
     "S2SAuthError",
     "SignatureRemovedError",
