@@ -73,6 +73,8 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert "verifier (starlette):" in out and "key fetch" in out
     assert re.search(r"first time:\s+[\d.]+ (\u00b5|u)s", out)
     assert "eyJ" not in out  # no token is printed without --keep-running
+    logged = out.partition("What the services logged")[2].partition("Counters")[0]
+    assert "rejected: caller_not_allowed (403)" in logged and "rejected: expired (401)" in logged
 
 
 def test_demo_as_a_command() -> None:

@@ -19,10 +19,11 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -331,6 +332,30 @@ def _keep_running(out: TextIO, services: _Services) -> None:
         print("\nStopped.", file=out, flush=True)
 
 
+@contextlib.contextmanager
+def _refusal_lines() -> Iterator[list[str]]:
+    # The in-process services' refusal lines, gathered for their own section of the
+    # output instead of interleaved on stderr (the Django service logs in its process).
+    lines: list[str] = []
+
+    class Gather(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("rejected:"):
+                lines.append(record.getMessage())
+
+    logger = logging.getLogger("s2sauth")
+    handler, level, propagate = Gather(logging.INFO), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def _cannot_listen(option: str, port: int, exc: OSError) -> int:
     print(
         f"s2sauth demo: cannot listen on {_HOST}:{port} ({option}): {exc.strerror or exc}; "
@@ -413,8 +438,15 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         if aiohttp_url is not None:
             calls += _demo_aiohttp.calls(aiohttp_url, services.caller, services.stranger, stack)
         calls += _demo_grpc.calls(grpc_service, em, services.caller, services.stranger, stack)
-        outcomes = [_perform(call) for call in calls]
+        with _refusal_lines() as logged:
+            outcomes = [_perform(call) for call in calls]
         print("\n".join(_table(outcomes, glyphs)), file=out)
+        print(
+            "\nWhat the services logged (one line per refusal, as a server's log shows it)",
+            file=out,
+        )
+        for line in logged:
+            print(f"  {line}", file=out)
         _print_counters(out, services, verifiers)
         fresh, cached = verification_cost(em, asgi_url, CALLER, transport)
         print("\nVerification cost (in-process, RS256, keys cached)", file=out)
