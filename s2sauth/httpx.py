@@ -225,12 +225,7 @@ class Client(httpx.Client):
         follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         """Send ``request``, following redirects through the auth flow when asked to."""
-        follow = (
-            self.follow_redirects
-            if isinstance(follow_redirects, UseClientDefault)
-            else follow_redirects
-        )
-        request.extensions[_HOPS_JUDGED] = True
+        follow = _judged(request, follow_redirects, self.follow_redirects)
         history: list[httpx.Response] = []
         while True:
             response = super().send(request, stream=stream, auth=auth, follow_redirects=False)
@@ -254,12 +249,7 @@ class AsyncClient(httpx.AsyncClient):
         follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         """Send ``request``, following redirects through the auth flow when asked to."""
-        follow = (
-            self.follow_redirects
-            if isinstance(follow_redirects, UseClientDefault)
-            else follow_redirects
-        )
-        request.extensions[_HOPS_JUDGED] = True
+        follow = _judged(request, follow_redirects, self.follow_redirects)
         history: list[httpx.Response] = []
         while True:
             response = await super().send(request, stream=stream, auth=auth, follow_redirects=False)
@@ -269,6 +259,15 @@ class AsyncClient(httpx.AsyncClient):
                 return response
             await response.aread()
             request = hop
+
+
+def _judged(
+    request: httpx.Request, follow_redirects: bool | UseClientDefault, default: bool
+) -> bool:
+    # Marks the request as one whose every hop passes through the auth flow (the flow
+    # then needs no fallback), and says whether to follow its redirects.
+    request.extensions[_HOPS_JUDGED] = True
+    return default if isinstance(follow_redirects, UseClientDefault) else follow_redirects
 
 
 def _next_hop(

@@ -176,6 +176,44 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         httpd.server_close()
 
 
+class StatusHandler(BaseHTTPRequestHandler):
+    """``/status/NNN`` answers NNN, ``/body/NAME`` one of :attr:`bodies`, anything else
+    ``document`` (with no Cache-Control); each request is recorded in ``seen``."""
+
+    protocol_version = "HTTP/1.1"
+    document: bytes
+    seen: list[tuple[str, bytes]]
+    bodies = {"binary": b"\x89PNG\r\n\x00\xff", "line": b"one line\n", "utf8": "é".encode()}
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.seen.append((self.command, self.rfile.read(length) if length else b""))
+        if self.path.startswith("/status/"):
+            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
+        elif self.path.startswith("/body/"):
+            status, reply = 200, self.bodies[self.path.rsplit("/", 1)[1]]
+        else:
+            status, reply = 200, self.document
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = _serve
+
+
+@contextlib.contextmanager
+def status_serving(document: bytes) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A :class:`StatusHandler` on loopback serving ``document``: (origin, requests seen)."""
+    seen: list[tuple[str, bytes]] = []
+    with serving(type("Handler", (StatusHandler,), {"document": document, "seen": seen})) as url:
+        yield url, seen
+
+
 # --- a fake Google ----------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import serving
+from support import serving, status_serving
 
 from s2sauth.cli import main
 from s2sauth.emulator import Emulator
@@ -278,42 +278,11 @@ def test_call_in_a_subprocess_reads_stdin(
     assert payload(headers["authorization"].removeprefix("Bearer "))["aud"] == origin
 
 
-class _StatusHandler(BaseHTTPRequestHandler):
-    """``/status/NNN`` answers NNN; ``/jwks`` serves ``document`` with no Cache-Control."""
-
-    protocol_version = "HTTP/1.1"
-    document: bytes
-    seen: list[tuple[str, bytes]]
-    bodies = {"binary": b"\x89PNG\r\n\x00\xff", "line": b"one line\n", "utf8": "é".encode()}
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.seen.append((self.command, self.rfile.read(length) if length else b""))
-        if self.path.startswith("/status/"):
-            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
-        elif self.path.startswith("/body/"):
-            status, reply = 200, self.bodies[self.path.rsplit("/", 1)[1]]
-        else:
-            status, reply = 200, self.document
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    do_GET = do_POST = _serve
-
-
 @pytest.fixture
 def status_server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
-    seen: list[tuple[str, bytes]] = []
-    attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
-    with serving(type("Handler", (_StatusHandler,), attributes)) as origin:
-        yield origin, seen
+    with status_serving(json.dumps(emulator.jwks()).encode()) as served:
+        yield served
 
 
 # -- s2sauth call --------------------------------------------------------------------------

@@ -8,12 +8,11 @@ challenges the same; it sends no ``Cache-Control``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+import test_django
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django_site import ALLOWED, AUDIENCE, CALLER, MIDDLEWARE, OPS, STRANGER
@@ -21,32 +20,12 @@ from django_site.testing import django_server, s2sauth_settings
 from test_django import DjangoContract, bearer
 from test_inbound_adapters import CountingSyncVerifier, dead_url, expired
 
-from s2sauth._http import HTTPTransport
 from s2sauth.django.rest_framework import CallerUser, IsAllowedCaller
 from s2sauth.emulator import Emulator
 from s2sauth.verify.caller import Caller
 
-
-@pytest.fixture(scope="module")
-def emulator(emulator_key: rsa.RSAPrivateKey) -> Iterator[Emulator]:
-    """The emulator with a caller, a stranger and an operator account."""
-    with Emulator((CALLER, STRANGER, OPS), signing_key=emulator_key) as emu:
-        yield emu
-
-
-@pytest.fixture(scope="module")
-def transport() -> Iterator[HTTPTransport]:
-    """The key-fetch transport of the verifiers the contract builds itself."""
-    transport = HTTPTransport()
-    yield transport
-    transport.close()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    """A plain httpx client that ignores proxy settings."""
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        yield client
+# The module fixtures are test_django's: one emulator, transport and client for both files.
+emulator, transport, client = test_django.emulator, test_django.transport, test_django.client
 
 
 class DRFContract(DjangoContract):

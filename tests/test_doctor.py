@@ -7,13 +7,12 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support import PROBED_ENVIRONMENT, serving
+from support import PROBED_ENVIRONMENT, status_serving
 
 from s2sauth._doctor import (
     Finding,
@@ -262,39 +261,11 @@ def dead_host() -> Iterator[str]:
         yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """``/status/NNN`` answers NNN; ``/jwks`` serves ``document`` with no Cache-Control."""
-
-    protocol_version = "HTTP/1.1"
-    document: bytes
-    seen: list[tuple[str, bytes]]
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.seen.append((self.command, self.rfile.read(length) if length else b""))
-        if self.path.startswith("/status/"):
-            status, reply = int(self.path.rsplit("/", 1)[1]), b"odd"
-        else:
-            status, reply = 200, self.document
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    do_GET = do_POST = _serve
-
-
 @pytest.fixture
 def server(emulator: Emulator) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """A plain HTTP server on loopback: (origin, requests seen as (method, body))."""
-    seen: list[tuple[str, bytes]] = []
-    attributes = {"document": json.dumps(emulator.jwks()).encode(), "seen": seen}
-    with serving(type("Handler", (_Handler,), attributes)) as origin:
-        yield origin, seen
+    with status_serving(json.dumps(emulator.jwks()).encode()) as served:
+        yield served
 
 
 class _FixedSource:
