@@ -52,6 +52,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("s2sauth.aiohttp needs aiohttp: pip install 's2sauth[aiohttp]'") from exc
 
+from ._cloudrun import X_SERVERLESS_AUTHORIZATION
 from ._errors import S2SAuthError
 from ._outbound import (
     AccessTokenRules,
@@ -318,8 +319,11 @@ def id_token_middleware(
         ConfigurationError: invalid rules, exempt paths or realm.
     """
     from aiohttp import web
+    from multidict import istr
 
     gate = Gate(verifier, exempt=exempt, rules=rules, realm=realm, iap=iap, accept=accept)
+    # istr names: multidict looks them up without folding their case on every request.
+    AUTHORIZATION, SERVERLESS = istr("Authorization"), istr(X_SERVERLESS_AUTHORIZATION)
     prefixes: dict[int, str] = {}
 
     @web.middleware
@@ -329,24 +333,29 @@ def id_token_middleware(
         if policy is EXEMPT:
             return await handler(request)
         headers = request.headers
-        # The query and full path only matter to push audiences: not read otherwise.
-        query, url_path = (request.query_string, request.path) if gate.needs_url else ("", None)
-        try:
-            caller = await gate.aauthenticate(
-                headers.getall("Authorization", ()),
-                headers.getall("X-Serverless-Authorization", ()),
-                policy=policy,
-                assertion=headers.getall(IAP_HEADER, ()) if gate.iap else (),
-                path=path,
-                query=query,
-                url_path=url_path,
-            )
-        except S2SAuthError as exc:
-            if on_error is not None:
-                return await on_error(request, exc)
-            denial = gate.deny(exc)
-            kept = [(name, value) for name, value in denial.headers if name != "Content-Length"]
-            return web.Response(status=denial.status, body=denial.body, headers=kept)
+        authorization = headers.getall(AUTHORIZATION, ())
+        serverless = headers.getall(SERVERLESS, ())
+        caller = gate.recall(authorization, serverless, policy)
+        if caller is None:
+            # The query and full path only matter to push audiences: not read otherwise.
+            query, url_path = (request.query_string, request.path) if gate.needs_url else ("", None)
+            try:
+                caller = await gate.aauthenticate(
+                    authorization,
+                    serverless,
+                    policy=policy,
+                    assertion=headers.getall(IAP_HEADER, ()) if gate.iap else (),
+                    path=path,
+                    query=query,
+                    url_path=url_path,
+                    method=request.method,
+                )
+            except S2SAuthError as exc:
+                if on_error is not None:
+                    return await on_error(request, exc)
+                denial = gate.deny(exc)
+                kept = [(name, value) for name, value in denial.headers if name != "Content-Length"]
+                return web.Response(status=denial.status, body=denial.body, headers=kept)
         _store_caller(request, caller)
         return await handler(request)
 
@@ -358,12 +367,11 @@ def _app_path(request: web.Request, prefixes: dict[int, str]) -> str:
     # app's middlewares with match_info.current_app set to that app.
     path = request.path
     match_info = request.match_info
-    app, apps = match_info.current_app, match_info.apps
-    if not apps or app is apps[0]:
-        return path
+    app = match_info.current_app
     prefix = prefixes.get(id(app))
     if prefix is None:
-        prefix = prefixes[id(app)] = _prefix_of(app, apps)
+        apps = match_info.apps
+        prefix = prefixes[id(app)] = "" if not apps or app is apps[0] else _prefix_of(app, apps)
     if (
         prefix
         and path.startswith(prefix)

@@ -144,18 +144,21 @@ class IDTokenMiddleware:
                 serverless.append(value.decode("latin-1"))
             elif name == self._assertion_header:
                 assertion.append(value.decode("latin-1"))
-        try:
-            caller = await self.gate.aauthenticate(
-                authorization,
-                serverless,
-                policy=policy,
-                assertion=assertion,
-                path=path,
-                query=scope.get("query_string", b"").decode("latin-1"),
-                url_path=scope["path"],  # the full path: servers put root_path in front
-            )
-        except S2SAuthError as exc:
-            return await self._reject(scope, receive, send, exc)
+        caller = self.gate.recall(authorization, serverless, policy)
+        if caller is None:
+            try:
+                caller = await self.gate.aauthenticate(
+                    authorization,
+                    serverless,
+                    policy=policy,
+                    assertion=assertion,
+                    path=path,
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    url_path=scope["path"],  # the full path: servers put root_path in front
+                    method=scope.get("method", "GET"),
+                )
+            except S2SAuthError as exc:
+                return await self._reject(scope, receive, send, exc)
         if scope.get("state") is None:
             scope["state"] = {}
         scope["state"]["caller"] = caller

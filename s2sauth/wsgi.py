@@ -87,22 +87,28 @@ class IDTokenMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Check the request, then call the app (or answer the rejection)."""
         path = _path(environ)
-        policy = self.gate.route(environ.get("REQUEST_METHOD", "GET"), path)
+        method = environ.get("REQUEST_METHOD", "GET")
+        policy = self.gate.route(method, path)
         if policy is EXEMPT:
             return self.app(environ, start_response)
-        authorization = environ.get("HTTP_AUTHORIZATION")
-        serverless = environ.get("HTTP_X_SERVERLESS_AUTHORIZATION")
-        assertion = environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION")
+        value = environ.get("HTTP_AUTHORIZATION")
+        authorization = () if value is None else (value,)
+        value = environ.get("HTTP_X_SERVERLESS_AUTHORIZATION")
+        serverless = () if value is None else (value,)
         try:
-            caller = self.gate.authenticate(
-                () if authorization is None else (authorization,),
-                () if serverless is None else (serverless,),
-                policy=policy,
-                assertion=() if assertion is None else (assertion,),
-                path=path,
-                query=environ.get("QUERY_STRING", ""),
-                url_path=_path(environ, "SCRIPT_NAME") + path,
-            )
+            caller = self.gate.recall(authorization, serverless, policy)
+            if caller is None:
+                assertion = environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION")
+                caller = self.gate.authenticate(
+                    authorization,
+                    serverless,
+                    policy=policy,
+                    assertion=() if assertion is None else (assertion,),
+                    path=path,
+                    query=environ.get("QUERY_STRING", ""),
+                    url_path=_path(environ, "SCRIPT_NAME") + path,
+                    method=method,
+                )
             environ[CALLER_KEY] = caller
             environ[VERIFIER_KEY] = self.gate.verifier_of(caller)
         except S2SAuthError as exc:

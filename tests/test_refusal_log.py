@@ -275,7 +275,8 @@ def test_a_request_let_in_leaves_no_name_for_a_later_refusal(
     gate = Gate(verifier)
     policy = gate.route("GET", "/earlier")
     bearer = f"Bearer {emulator.mint(AUDIENCE, account=CALLER)}"
-    assert gate.authenticate([bearer], policy=policy).email == CALLER  # type: ignore[arg-type]
+    caller = gate.authenticate([bearer], policy=policy, method="GET", path="/earlier")
+    assert caller.email == CALLER
     with caplog.at_level(logging.INFO, logger="s2sauth"), pytest.raises(CallerNotAllowedError):
         verifier.verify(emulator.mint(AUDIENCE, account=STRANGER))
     (line,) = [m for m in _messages(caplog) if m.startswith("rejected:")]

@@ -278,6 +278,7 @@ def _context(request: HttpRequest, gate: Gate) -> dict[str, Any]:
         "path": request.path_info,
         "query": meta.get("QUERY_STRING", ""),
         "url_path": request.path,
+        "method": request.method or "GET",
     }
 
 
@@ -341,12 +342,14 @@ class IDTokenMiddleware:
         if policy is EXEMPT:
             return self.get_response(request)
         authorization, serverless = _authorization(request)
-        try:
-            caller = gate.authenticate(
-                authorization, serverless, policy=policy, **_context(request, gate)
-            )
-        except S2SAuthError as exc:
-            return _deny(gate, exc)
+        caller = gate.recall(authorization, serverless, policy)
+        if caller is None:
+            try:
+                caller = gate.authenticate(
+                    authorization, serverless, policy=policy, **_context(request, gate)
+                )
+            except S2SAuthError as exc:
+                return _deny(gate, exc)
         _accept(request, gate, caller)
         return self.get_response(request)
 
@@ -357,12 +360,14 @@ class IDTokenMiddleware:
         if policy is EXEMPT:
             return await self.get_response(request)
         authorization, serverless = _authorization(request)
-        try:
-            caller = await gate.aauthenticate(
-                authorization, serverless, policy=policy, **_context(request, gate)
-            )
-        except S2SAuthError as exc:
-            return _deny(gate, exc)
+        caller = gate.recall(authorization, serverless, policy)
+        if caller is None:
+            try:
+                caller = await gate.aauthenticate(
+                    authorization, serverless, policy=policy, **_context(request, gate)
+                )
+            except S2SAuthError as exc:
+                return _deny(gate, exc)
         _accept(request, gate, caller)
         return await self.get_response(request)
 
@@ -384,11 +389,9 @@ def _check(request: HttpRequest, policy: CallerPolicy | None) -> HttpResponse | 
             caller = gate.authorize(caller, policy or gate.default)
         else:
             authorization, serverless = _authorization(request)
-            caller = gate.authenticate(
-                authorization,
-                serverless,
-                policy=policy or gate.default,
-                **_context(request, gate),
+            policy = policy or gate.default
+            caller = gate.recall(authorization, serverless, policy) or gate.authenticate(
+                authorization, serverless, policy=policy, **_context(request, gate)
             )
     except S2SAuthError as exc:
         return _deny(gate, exc)
@@ -404,11 +407,9 @@ async def _acheck(request: HttpRequest, policy: CallerPolicy | None) -> HttpResp
             caller = gate.authorize(caller, policy or gate.default)
         else:
             authorization, serverless = _authorization(request)
-            caller = await gate.aauthenticate(
-                authorization,
-                serverless,
-                policy=policy or gate.default,
-                **_context(request, gate),
+            policy = policy or gate.default
+            caller = gate.recall(authorization, serverless, policy) or await gate.aauthenticate(
+                authorization, serverless, policy=policy, **_context(request, gate)
             )
     except S2SAuthError as exc:
         return _deny(gate, exc)

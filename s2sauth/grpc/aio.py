@@ -117,15 +117,19 @@ class IDTokenInterceptor(grpc.aio.ServerInterceptor):
         if policy is EXEMPT or handler is None:
             return handler
         headers = token_metadata(handler_call_details.invocation_metadata)
-        try:
-            caller = await gate.aauthenticate(*headers, policy=policy, path=method)
-        except S2SAuthError as exc:
-            code, detail = refusal(gate, exc)
+        caller = gate.recall(*headers, policy)
+        if caller is None:
+            try:
+                caller = await gate.aauthenticate(
+                    *headers, policy=policy, path=method, method=METHOD
+                )
+            except S2SAuthError as exc:
+                code, detail = refusal(gate, exc)
 
-            async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-                await context.abort(code, detail)
+                async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                    await context.abort(code, detail)
 
-            return with_behavior(handler, refuse)
+                return with_behavior(handler, refuse)
         # grpc.aio serves each RPC in a task of its own, and its handler in that task:
         # the caller is set in that task's context, for this RPC only.
         CALLER.set(caller)

@@ -354,14 +354,48 @@ class Gate:
         #: The allow-list applied when no rule matches (``None``: any verified caller).
         self.default = default
         self.routes = RoutePolicy(self.default, rules=tuple(rules), exempt=tuple(exempt))
+        # recall() answers only where a bearer token in Authorization, checked by the
+        # verifier's own authenticate, is the whole check: no people, no URL-bound
+        # audiences, and no subclass that adds to authenticate.
+        from .verifier import Verifier  # loaded already: ``verifier`` is one
+
+        kind = type(verifier)
+        self._recalls = (
+            self.iap is None
+            and not self.needs_url
+            and getattr(kind, "authenticate", None) is Verifier.authenticate
+            and getattr(kind, "aauthenticate", None) is Verifier.aauthenticate
+        )
 
     def route(self, method: str, path: str) -> Resolution:
         """The policy for a request: a :class:`CallerPolicy`, ``None`` (any verified
-        caller) or :data:`EXEMPT` (no token needed)."""
-        resolution = self.routes.resolve(method, path)
-        if resolution is not EXEMPT:
-            _refusals.at(method, path)  # names the request in its refusal's log line
-        return resolution
+        caller) or :data:`EXEMPT` (no token needed).
+
+        .. versionchanged:: 0.2 no longer names the request for the refusal log:
+           pass ``method`` to :meth:`authenticate` instead.
+        """
+        return self.routes.resolve(method, path)
+
+    def recall(
+        self, authorization: Sequence[str], serverless: Sequence[str], policy: CallerPolicy | None
+    ) -> Caller | None:
+        """The caller of a request whose token was let in before and would be again.
+
+        What every adapter tries before :meth:`authenticate`: the verified-token
+        cache alone (:meth:`Verifier.recall`), for the common request with one
+        ``Authorization: Bearer`` header and no ``X-Serverless-Authorization``. It
+        never raises or logs; ``None`` means "call :meth:`authenticate`", which
+        gives the answer and the log line for anything else, the same as if this
+        had not been tried.
+
+        .. versionadded:: 0.2
+        """
+        if not self._recalls or serverless or len(authorization) != 1:
+            return None
+        value = authorization[0]
+        if not value.startswith("Bearer "):
+            return None
+        return self.verifier.recall(value[7:], policy)
 
     def kind(self, path: str | None) -> Kind:
         """Which kind of caller a path takes (``accept``); ``None`` stands for ``/``."""
@@ -394,6 +428,7 @@ class Gate:
         path: str | None = None,
         query: str = "",
         url_path: str | None = None,
+        method: str | None = None,
     ) -> Caller:
         """Find the token, verify it and apply ``policy``; blocking.
 
@@ -408,14 +443,18 @@ class Gate:
             query: the request's raw query string (without ``?``), for push audiences.
             url_path: the request's path from the root of its URL (with any mount
                 prefix), percent-decoded, for push audiences; ``path`` when ``None``.
+            method: the request's method: with it, a refusal's log line names the
+                request (``GET /path``).
 
         Raises:
             InvalidTokenError: 401 (any unexpected failure is reported as this too).
             CallerNotAllowedError: 403.
             KeyFetchError: 503.
 
-        .. versionchanged:: 0.2 ``assertion``, ``path``, ``query`` and ``url_path``.
+        .. versionchanged:: 0.2 ``assertion``, ``path``, ``query``, ``url_path`` and ``method``.
         """
+        if method is not None:
+            _refusals.at(method, path or "/")  # names the request in its refusal's log line
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
             caller = verifier.authenticate(token)
@@ -439,8 +478,11 @@ class Gate:
         path: str | None = None,
         query: str = "",
         url_path: str | None = None,
+        method: str | None = None,
     ) -> Caller:
         """:meth:`authenticate` without blocking the event loop."""
+        if method is not None:
+            _refusals.at(method, path or "/")  # names the request in its refusal's log line
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
         try:
             caller = await verifier.aauthenticate(token)

@@ -133,12 +133,15 @@ class CallerPolicy:
 
     def allows(self, caller: Caller) -> bool:
         """Whether ``caller`` is on the list (by unique ID, verified email or project)."""
-        if caller.subject in self._subjects:
+        email = caller.email
+        # Entries are lower-case ASCII: an email found as it is needs no folding (Google
+        # sends them lower-case); this runs on every request, cached tokens' too.
+        if email in self._emails or caller.subject in self._subjects:
             return True
         # Entries are ASCII; lower() would fold a non-ASCII look-alike (the Kelvin sign) into one.
-        if caller.email is None or not caller.email.isascii():
+        if email is None or not email.isascii():
             return False
-        email = caller.email.lower()
+        email = email.lower()
         if email in self._emails:
             return True
         if self._projects and email.endswith(_SA_DOMAIN):

@@ -492,6 +492,46 @@ class Verifier:
             self.record_rejection(exc)
             raise
 
+    def recall(self, token: str, policy: CallerPolicy | None = None) -> Caller | None:
+        """The caller of ``token`` if this verifier let it in before and would again now.
+
+        The shortcut adapters try before :meth:`authenticate`: a look-up in the
+        verified-token cache that answers only when the full check would let the
+        caller in (token current, its key still published, ``policy`` allows it),
+        and never raises, logs or fetches. ``None`` means "take the full way",
+        which decides, counts and logs whatever the answer is. A hit counts as a
+        verification, as :meth:`authenticate` counts its cache hits.
+
+        Args:
+            token: the bearer token, without the ``Bearer`` prefix.
+            policy: the allow-list the request must pass; ``None``: any caller.
+
+        .. versionadded:: 0.2
+        """
+        cache = self._cache
+        if cache is None or self._pending:
+            return None
+        now = self._clock()
+        leeway = self._leeway
+        self._lock.acquire()
+        try:
+            entry = cache.get(token)
+            if (
+                entry is None
+                or not (now < entry.exp + leeway and entry.not_before <= now + leeway)
+                or not (entry.kid is None or self._keyset.holds(entry.kid, now))
+                or not (policy is None or policy.allows(entry.caller))
+            ):
+                return None
+            cache.move_to_end(token)
+            self._hits += 1
+            self._verified += 1
+        finally:
+            self._lock.release()
+        if _otel.active is not None:
+            _otel.accepted(cache_hit=True)
+        return entry.caller
+
     def _cached(self, token: str, now: float) -> Caller | None:
         cache = self._cache
         if cache is None or type(token) is not str:
