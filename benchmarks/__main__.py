@@ -35,7 +35,7 @@ def _format(rows: list[dict[str, Any]]) -> str:
             (
                 str(row["benchmark"]),
                 str(row["case"]),
-                f"{row['value']:,.1f} {row['unit']}",
+                f"{row['value']:,.{2 if row['unit'] == 'x' else 1}f} {row['unit']}",
                 "" if ratio is None else f"{ratio:.2f}x {row.get('anchor', '')}".rstrip(),
                 str(row.get("target", "")),
                 "" if met is None else ("yes" if met else "NO"),

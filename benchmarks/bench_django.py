@@ -6,8 +6,9 @@ Serves the same Django project twice in subprocesses, under waitress with one
 worker thread (one sync worker), once bare and once with the middleware first in
 ``MIDDLEWARE``, and drives both in short interleaved bursts with the same token
 (the verified-token cache is warm, as with real callers that reuse a token for
-an hour). Load comes from ``wrk`` when installed, else from
-:mod:`benchmarks.bench_middleware`'s built-in client. Target: with middleware
+an hour), with fresh processes every round (see
+:func:`benchmarks.bench_middleware.interleaved`). Load comes from ``wrk`` when
+installed, else from :mod:`benchmarks.bench_middleware`'s built-in client. Target: with middleware
 >= 0.90 of the bare project's requests per second.
 
 Two more rows give the middleware's own cost per request, timed in-process
@@ -24,7 +25,6 @@ import shutil
 import statistics
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_middleware import _builtin, _free_port, _serve, _wrk  # noqa: E402
+from benchmarks.bench_middleware import _builtin, _wrk, interleaved, ratio  # noqa: E402
 from s2sauth.emulator import Emulator  # noqa: E402
 
 AUDIENCE = "https://bench.example"
@@ -106,28 +106,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "S2SAUTH_BENCH_CERTS_URL": emulator.jwks_url,
             "S2SAUTH_BENCH_ALLOWED": emulator.default_account,
         }
-        rates: dict[str, list[float]] = {app: [] for app in APPS}
-        ports = {app: _free_port() for app in APPS}
-        with ExitStack() as stack:
-            for app, port in ports.items():
-                command = ["-m", "benchmarks.bench_django", "--serve", app, str(port)]
-                stack.enter_context(_serve(command, env, port, token))
-            for round_ in range(rounds):
-                for app in APPS[:: -1 if round_ % 2 else 1]:
-                    rate, failed = load(ports[app], token, seconds)
-                    if failed:
-                        raise RuntimeError(f"django {app}: {failed} requests were not 200")
-                    rates[app].append(rate)
-        ratio = statistics.median(
-            protected / bare
-            for bare, protected in zip(rates["bare"], rates["protected"], strict=True)
-        )
+        served = ["-m", "benchmarks.bench_django", "--serve"]
+        commands = {app: [*served, app, "{port}"] for app in APPS}
+        rates = interleaved(commands, env, token, load, rounds=rounds, seconds=seconds)
+        met = ratio(rates, "protected", "bare")
         label = f"waitress, 1 thread, {tool}"
         rows.append(_row(f"django bare, {label}", statistics.median(rates["bare"])))
         rows.append(
             _row(f"django + IDTokenMiddleware, {label}", statistics.median(rates["protected"]))
-            | {"ratio": ratio, "anchor": "of bare", "target": f">= {TARGET:.2f}"}
-            | {"met": ratio >= TARGET}
+            | {"ratio": met, "anchor": "of bare", "target": f">= {TARGET:.2f}"}
+            | {"met": met >= TARGET}
         )
         rows.extend(_in_process(emulator, token, quick))
     return rows
