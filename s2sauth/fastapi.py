@@ -84,22 +84,28 @@ class IDTokenBearer(SecurityBase):
         """The request's caller, verified and allowed by this dependency's policy."""
         scope = connection.scope
         verified = scope.get("s2sauth.caller")
-        _log.at(scope.get("method", "GET"), scope["path"])  # for a refusal's log line
         try:
             # Reused only from the same verifier: another may accept other audiences.
             if isinstance(verified, Caller) and scope.get(VERIFIER_KEY) in (
                 self.gate.verifier,
                 self.gate.iap,
             ):
+                _log.at(scope.get("method", "GET"), scope["path"])  # for a refusal's log line
                 return self.gate.authorize(verified, self.gate.default, path=connection.url.path)
+            authorization = connection.headers.getlist("Authorization")
+            serverless = connection.headers.getlist(SERVERLESS_HEADER)
+            caller = self.gate.recall(authorization, serverless, self.gate.default)
+            if caller is not None:
+                return caller
             return await self.gate.aauthenticate(
-                connection.headers.getlist("Authorization"),
-                connection.headers.getlist(SERVERLESS_HEADER),
+                authorization,
+                serverless,
                 policy=self.gate.default,
                 assertion=connection.headers.getlist(IAP_HEADER),
                 path=connection.url.path,
                 query=scope.get("query_string", b"").decode("latin-1"),
                 url_path=scope["path"],
+                method=scope.get("method", "GET"),
             )
         except S2SAuthError as exc:
             denial = self.gate.deny(exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from support import Clock
@@ -115,7 +115,7 @@ def test_a_policy_that_refuses_leaves_the_refusal_to_the_full_check(
     }
     (line,) = [r.getMessage() for r in caplog.records if "rejected:" in r.getMessage()]
     assert line.startswith("rejected: caller_not_allowed (403) POST /admin: ")
-    assert gate.recall([f"Bearer {token}"], (), gate.route("GET", "/")) is not None
+    assert gate.recall([f"Bearer {token}"], (), gate.default) is not None
 
 
 def test_an_expired_token_is_not_recalled_and_the_full_check_says_why(
@@ -201,8 +201,68 @@ def test_a_recalled_request_leaves_no_name_for_a_later_refusal(
     gate = Gate(verifier)
     token = emulator.mint(AUDIENCE, account=CALLER)
     _admitted(gate, token, "/first")
-    assert gate.recall([f"Bearer {token}"], (), gate.route("GET", "/second")) is not None
+    assert gate.recall([f"Bearer {token}"], (), gate.default) is not None
     with caplog.at_level(logging.INFO, logger="s2sauth"), pytest.raises(CallerNotAllowedError):
         verifier.verify(emulator.mint(AUDIENCE, account=OPS))
     (line,) = [r.getMessage() for r in caplog.records if "rejected:" in r.getMessage()]
     assert "/first" not in line and "/second" not in line
+
+
+def _flask_client(verifier: Verifier) -> Callable[[str], int]:
+    from flask import Flask
+
+    from s2sauth.flask import require_id_token
+
+    app = Flask(__name__)
+
+    @app.get("/orders")
+    @require_id_token(verifier=verifier)
+    def orders() -> str:
+        return "ok"
+
+    client = app.test_client()
+    return lambda token: (
+        client.get("/orders", headers={"Authorization": f"Bearer {token}"}).status_code
+    )
+
+
+def _fastapi_client(verifier: Verifier) -> Callable[[str], int]:
+    import asyncio
+
+    import httpx
+    from fastapi import Depends, FastAPI
+
+    from s2sauth.fastapi import IDTokenBearer
+
+    app = FastAPI()
+
+    @app.get("/orders")
+    def orders(caller: Caller = Depends(IDTokenBearer(verifier))) -> str:  # noqa: B008
+        return "ok"
+
+    async def get(token: str) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            response = await client.get("/orders", headers={"Authorization": f"Bearer {token}"})
+            return response.status_code
+
+    return lambda token: asyncio.run(get(token))
+
+
+@pytest.mark.parametrize("make", [_flask_client, _fastapi_client], ids=["flask", "fastapi"])
+def test_decorator_and_dependency_recall_and_name_their_refusals(
+    emulator: Emulator,
+    verifier: Verifier,
+    caplog: pytest.LogCaptureFixture,
+    make: Callable[[Verifier], Callable[[str], int]],
+) -> None:
+    """Flask's decorator and FastAPI's dependency answer a known token from the cache, and a
+    refusal that follows is logged under its own request."""
+    get = make(verifier)
+    token = emulator.mint(AUDIENCE, account=CALLER)
+    assert [get(token), get(token)] == [200, 200]
+    assert verifier.stats.cache_hits == 1
+    with caplog.at_level(logging.INFO, logger="s2sauth"):
+        assert get(emulator.mint(AUDIENCE, account=OPS)) == 403
+    (line,) = [r.getMessage() for r in caplog.records if "rejected:" in r.getMessage()]
+    assert line.startswith("rejected: caller_not_allowed (403) GET /orders: ")
