@@ -14,6 +14,8 @@ import importlib
 import sys
 from typing import Any
 
+from benchmarks._report import table
+
 MODULES = (
     "bench_verify",
     "bench_outbound",
@@ -23,31 +25,6 @@ MODULES = (
     "bench_aiohttp",
     "bench_import",
 )
-
-
-def _format(rows: list[dict[str, Any]]) -> str:
-    header = ("benchmark", "case", "value", "ratio", "target", "met")
-    table = [header]
-    for row in rows:
-        ratio = row.get("ratio")
-        met = row.get("met")
-        table.append(
-            (
-                str(row["benchmark"]),
-                str(row["case"]),
-                f"{row['value']:,.{2 if row['unit'] == 'x' else 1}f} {row['unit']}",
-                "" if ratio is None else f"{ratio:.2f}x {row.get('anchor', '')}".rstrip(),
-                str(row.get("target", "")),
-                "" if met is None else ("yes" if met else "NO"),
-            )
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        for line in table
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.extend(module.run(quick=args.quick))
-    print(_format(rows))
+    print(table(rows))
     missed = [row for row in rows if row.get("met") is False]
     if missed and not args.quick:
         print(f"\n{len(missed)} target(s) not met", file=sys.stderr)

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._report import table  # noqa: E402
 from benchmarks.bench_middleware import AUDIENCE, _builtin, _wrk, interleaved, ratio  # noqa: E402
 from s2sauth.emulator import Emulator  # noqa: E402
 
@@ -190,14 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, port = args.serve
         _serve_forever(kind, int(port))
         return 0
-    for row in run(quick=args.quick):
-        value = f"{row['value']:>10,.2f}" if row["unit"] == "x" else f"{row['value']:>10,.1f}"
-        line = f"{row['case']:<52} {value} {row['unit']}"
-        if "ratio" in row:
-            line += f"  ratio {row['ratio']:.2f}"
-        if "target" in row:
-            line += f" (target {row['target']}: " + ("met)" if row["met"] else "NOT met)")
-        print(line)
+    print(table(run(quick=args.quick)))
     return 0
 
 

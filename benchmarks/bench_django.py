@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._report import table  # noqa: E402
 from benchmarks.bench_middleware import _builtin, _wrk, interleaved, ratio  # noqa: E402
 from s2sauth.emulator import Emulator  # noqa: E402
 
@@ -183,13 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
-    for row in run(quick=args.quick):
-        line = f"{row['case']:<60} {row['value']:>10,.1f} {row['unit']}"
-        if "ratio" in row:
-            line += f"  ratio {row['ratio']:.2f}"
-            if "met" in row:
-                line += f" (target {row['target']}: " + ("met)" if row["met"] else "NOT met)")
-        print(line)
+    print(table(run(quick=args.quick)))
     return 0
 
 

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -360,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.burst:
         burst(*args.burst)
         return 0
-    for row in run(args.quick):
-        print(row)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+    from benchmarks._report import table
+
+    print(table(run(args.quick)))
     return 0
 
 

@@ -196,9 +196,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     args = parser.parse_args()
-    for row in run(quick=args.quick):
-        ratio = f"  {row['ratio']:.2f}x" if "ratio" in row else ""
-        print(f"{row['case']:<60} {row['value']:8.1f} {row['unit']}{ratio}")
+    from benchmarks._report import table
+
+    print(table(run(quick=args.quick)))
 
 
 if __name__ == "__main__":

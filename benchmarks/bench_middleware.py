@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._report import table  # noqa: E402
 from s2sauth.emulator import Emulator  # noqa: E402
 
 AUDIENCE = "https://bench.example"
@@ -323,12 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--install", action="store_true", help="apt-get install wrk if missing")
     args = parser.parse_args(argv)
-    for row in run(quick=args.quick, install=args.install):
-        line = f"{row['case']:<52} {row['value']:>10,.1f} {row['unit']}"
-        if "ratio" in row:
-            line += f"  ratio {row['ratio']:.2f} (target {row['target']}: "
-            line += "met)" if row["met"] else "NOT met)"
-        print(line)
+    print(table(run(quick=args.quick, install=args.install)))
     return 0
 
 

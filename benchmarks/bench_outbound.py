@@ -321,10 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         family, url, n, rounds = args.measure
         print(json.dumps(_measure(family, url, int(n), int(rounds))))
         return 0
-    for row in run(args.quick):
-        ratio = f"  {row['ratio']:.3f}x {row['anchor']}" if "ratio" in row else ""
-        met = "" if "met" not in row else "  (target met)" if row["met"] else "  (TARGET MISSED)"
-        print(f"{row['case']:<62} {row['value']:>9,.1f} {row['unit']}{ratio}{met}")
+    from benchmarks._report import table
+
+    print(table(run(args.quick)))
     return 0
 
 

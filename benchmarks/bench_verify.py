@@ -38,6 +38,7 @@ import json
 import sys
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 AUDIENCE = "https://svc-abc-uc.a.run.app"
@@ -167,21 +168,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'case':<44} {'us/verify':>10} {'x floor':>8}  target"]
-    for row in rows:
-        verdict = ""
-        if "target" in row:
-            verdict = f"{row['target']}  {'met' if row['met'] else 'NOT MET'}"
-        lines.append(f"{row['case']:<44} {row['value']:>10.1f} {row['ratio']:>8.2f}  {verdict}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     args = parser.parse_args(argv)
-    print(_table(run(quick=args.quick)))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+    from benchmarks._report import table
+
+    print(table(run(quick=args.quick)))
     return 0
 
 
