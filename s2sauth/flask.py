@@ -77,21 +77,16 @@ def require_id_token(
                     _log.at(request.method, request.path)  # names the request in a refusal's line
                     g.caller = gate.authorize(verified, gate.default, path=request.path)
                 else:
-                    authorization = request.headers.getlist("Authorization")
-                    serverless = request.headers.getlist(SERVERLESS_HEADER)
-                    caller = gate.recall(authorization, serverless, gate.default)
-                    if caller is None:
-                        caller = gate.authenticate(
-                            authorization,
-                            serverless,
-                            policy=gate.default,
-                            assertion=request.headers.getlist(IAP_HEADER),
-                            path=request.path,
-                            query=request.query_string.decode("latin-1"),
-                            url_path=request.script_root + request.path,
-                            method=request.method,
-                        )
-                    g.caller = caller
+                    g.caller = gate.authenticate(
+                        request.headers.getlist("Authorization"),
+                        request.headers.getlist(SERVERLESS_HEADER),
+                        policy=gate.default,
+                        assertion=request.headers.getlist(IAP_HEADER),
+                        path=request.path,
+                        query=request.query_string.decode("latin-1"),
+                        url_path=request.script_root + request.path,
+                        method=request.method,
+                    )
             except S2SAuthError as exc:
                 denial = gate.deny(exc)
                 abort(Response(denial.body, denial.status, list(denial.headers)))

@@ -91,24 +91,22 @@ class IDTokenMiddleware:
         policy = self.gate.route(method, path)
         if policy is EXEMPT:
             return self.app(environ, start_response)
-        value = environ.get("HTTP_AUTHORIZATION")
-        authorization = () if value is None else (value,)
-        value = environ.get("HTTP_X_SERVERLESS_AUTHORIZATION")
-        serverless = () if value is None else (value,)
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        serverless = environ.get("HTTP_X_SERVERLESS_AUTHORIZATION")
+        assertion = environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION")
+        # The full path (mount prefix included) only matters to push audiences.
+        url_path = _path(environ, "SCRIPT_NAME") + path if self.gate.needs_url else None
         try:
-            caller = self.gate.recall(authorization, serverless, policy)
-            if caller is None:
-                assertion = environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION")
-                caller = self.gate.authenticate(
-                    authorization,
-                    serverless,
-                    policy=policy,
-                    assertion=() if assertion is None else (assertion,),
-                    path=path,
-                    query=environ.get("QUERY_STRING", ""),
-                    url_path=_path(environ, "SCRIPT_NAME") + path,
-                    method=method,
-                )
+            caller = self.gate.authenticate(
+                () if authorization is None else (authorization,),
+                () if serverless is None else (serverless,),
+                policy=policy,
+                assertion=() if assertion is None else (assertion,),
+                path=path,
+                query=environ.get("QUERY_STRING", ""),
+                url_path=url_path,
+                method=method,
+            )
             environ[CALLER_KEY] = caller
             environ[VERIFIER_KEY] = self.gate.verifier_of(caller)
         except S2SAuthError as exc:

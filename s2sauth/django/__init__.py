@@ -342,14 +342,12 @@ class IDTokenMiddleware:
         if policy is EXEMPT:
             return self.get_response(request)
         authorization, serverless = _authorization(request)
-        caller = gate.recall(authorization, serverless, policy)
-        if caller is None:
-            try:
-                caller = gate.authenticate(
-                    authorization, serverless, policy=policy, **_context(request, gate)
-                )
-            except S2SAuthError as exc:
-                return _deny(gate, exc)
+        try:
+            caller = gate.authenticate(
+                authorization, serverless, policy=policy, **_context(request, gate)
+            )
+        except S2SAuthError as exc:
+            return _deny(gate, exc)
         _accept(request, gate, caller)
         return self.get_response(request)
 
@@ -389,9 +387,8 @@ def _check(request: HttpRequest, policy: CallerPolicy | None) -> HttpResponse | 
             caller = gate.authorize(caller, policy or gate.default)
         else:
             authorization, serverless = _authorization(request)
-            policy = policy or gate.default
-            caller = gate.recall(authorization, serverless, policy) or gate.authenticate(
-                authorization, serverless, policy=policy, **_context(request, gate)
+            caller = gate.authenticate(
+                authorization, serverless, policy=policy or gate.default, **_context(request, gate)
             )
     except S2SAuthError as exc:
         return _deny(gate, exc)

@@ -186,11 +186,9 @@ class IDTokenAuthentication(BaseAuthentication):
                 context = _context(django_request, gate)
                 if not serverless and not _bearer(authorization) and not context["assertion"]:
                     return None  # no token, or another scheme (Basic...): not ours to judge
-                caller = gate.recall(authorization, serverless, gate.default)
-                if caller is None:
-                    caller = gate.authenticate(
-                        authorization, serverless, policy=gate.default, **context
-                    )
+                caller = gate.authenticate(
+                    authorization, serverless, policy=gate.default, **context
+                )
             else:
                 caller = gate.authorize(caller, gate.default)
         except S2SAuthError as exc:

@@ -162,12 +162,10 @@ class IDTokenInterceptor(grpc.ServerInterceptor):
         headers = token_metadata(handler_call_details.invocation_metadata)
 
         def verified(context: grpc.ServicerContext) -> contextvars.Context:
-            caller = gate.recall(*headers, policy)
-            if caller is None:
-                try:
-                    caller = gate.authenticate(*headers, policy=policy, path=method, method=METHOD)
-                except S2SAuthError as exc:
-                    context.abort(*refusal(gate, exc))
+            try:
+                caller = gate.authenticate(*headers, policy=policy, path=method, method=METHOD)
+            except S2SAuthError as exc:
+                context.abort(*refusal(gate, exc))
             # A context of its own: the caller is set for this RPC's handler only.
             rpc = contextvars.copy_context()
             rpc.run(CALLER.set, caller)

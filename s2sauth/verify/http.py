@@ -381,12 +381,13 @@ class Gate:
     ) -> Caller | None:
         """The caller of a request whose token was let in before and would be again.
 
-        What every adapter tries before :meth:`authenticate`: the verified-token
-        cache alone (:meth:`Verifier.recall`), for the common request with one
-        ``Authorization: Bearer`` header and no ``X-Serverless-Authorization``. It
-        never raises or logs; ``None`` means "call :meth:`authenticate`", which
-        gives the answer and the log line for anything else, the same as if this
-        had not been tried.
+        The first step of :meth:`authenticate` and :meth:`aauthenticate`: the
+        verified-token cache alone (:meth:`Verifier.recall`), for the common
+        request with one ``Authorization: Bearer`` header and no
+        ``X-Serverless-Authorization``. It never raises or logs; ``None`` means
+        the full check gives the answer and the log line, the same as if this had
+        not been tried. Async adapters call it before awaiting
+        :meth:`aauthenticate`, which then costs no coroutine for a known token.
 
         .. versionadded:: 0.2
         """
@@ -453,6 +454,8 @@ class Gate:
 
         .. versionchanged:: 0.2 ``assertion``, ``path``, ``query``, ``url_path`` and ``method``.
         """
+        if (caller := self.recall(authorization, serverless, policy)) is not None:
+            return caller
         if method is not None:
             _refusals.at(method, path or "/")  # names the request in its refusal's log line
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
@@ -481,6 +484,8 @@ class Gate:
         method: str | None = None,
     ) -> Caller:
         """:meth:`authenticate` without blocking the event loop."""
+        if (caller := self.recall(authorization, serverless, policy)) is not None:
+            return caller
         if method is not None:
             _refusals.at(method, path or "/")  # names the request in its refusal's log line
         verifier, token, policy = self._choose(authorization, serverless, assertion, path, policy)
